@@ -1,0 +1,1 @@
+"""Plumber's steps and their building blocks. Never imports Prefect."""

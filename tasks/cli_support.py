@@ -1,0 +1,40 @@
+"""What every ``python -m tasks.<step>`` shares: logging set-up and error exits.
+
+Expected failures (bad params, an unreachable source, data that fails its checks) end
+with one line naming the problem and a non-zero exit, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from tasks.config import ConfigError
+from tasks.sources import SourceError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class StepError(Exception):
+    """A step found a problem in the data it must not pass on."""
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def run_step(step: Callable[[], object]) -> int:
+    configure_logging()
+    try:
+        step()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourceError, StepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0

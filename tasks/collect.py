@@ -1,0 +1,247 @@
+"""Collect: pull what is new at each source into immutable day partitions.
+
+For each enabled source, rows past its watermark are streamed from the connector and
+spooled to disk by day, so memory holds one chunk at a time. Each touched day is then
+merged with the partition already there (exact re-reads dropped, a newer version of a
+row replacing the older) and rewritten under a temporary name. Only when every partition
+of the source is in place does the manifest record the new watermark, so a watermark
+never moves past data that was not written, and a crash at any point is repaired by
+simply running again: the same rows merge into the same bytes.
+
+    data/raw/<source>/<YYYY-MM-DD>.parquet   one local calendar day
+    data/raw/<source>/snapshot.parquet       a source without partition_by (reference data)
+    data/raw/manifest.json                   per source: watermark, rows, files, checksums
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
+from tasks.io import read_json, sha256_file, write_json, write_parquet
+from tasks.paths import Paths
+from tasks.sources import SourceError, files, http, sql
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "snapshot"
+UNKNOWN_DAY = "unknown-day"  # rows whose partition timestamp does not parse; validate rejects them
+
+
+# --- pure steps ---------------------------------------------------------------------------
+
+
+def partition_days(frame: pd.DataFrame, column: str | None, tz: str) -> pd.Series:
+    """The partition name of each row: its local calendar day, or 'snapshot'."""
+    if column is None:
+        return pd.Series(SNAPSHOT, index=frame.index)
+    if column not in frame.columns:
+        raise SourceError(f"partition column {column!r} is missing from the rows")
+    stamps = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
+    days = stamps.dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
+    return days.fillna(UNKNOWN_DAY).astype(str)
+
+
+def merge_rows(
+    existing: pd.DataFrame | None, new: pd.DataFrame, key: list[str], watermark: str | None
+) -> pd.DataFrame:
+    """One partition's rows after ``new`` arrived, in a deterministic order.
+
+    Rows read again are dropped; of the versions of one key, those with the newest
+    watermark stay. Versions that tie on the watermark but differ are all kept: picking
+    one would hide a conflict that validate quarantines as a duplicate key.
+    """
+    frames = [f for f in (existing, new) if f is not None and len(f)]
+    if not frames:
+        return new.iloc[0:0]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.drop_duplicates(ignore_index=True)
+    if watermark and watermark in frame.columns and set(key) <= set(frame.columns):
+        order = _sortable(frame[watermark])
+        newest = order.groupby([frame[k] for k in key], dropna=False).transform("max")
+        frame = frame[(order == newest) | newest.isna()]
+    return _canonical_order(frame, key, watermark)
+
+
+def max_watermark(values: pd.Series) -> Any:
+    """The largest watermark as a JSON value: an ISO timestamp string, or a number."""
+    if values.dropna().empty:
+        return None
+    if pd.api.types.is_numeric_dtype(values):
+        return values.max().item()
+    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").dropna()
+    if stamps.empty:
+        return None
+    return stamps.max().isoformat()
+
+
+def later_watermark(a: Any, b: Any) -> Any:
+    """The later of two stored watermarks (None means 'nothing seen yet')."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, str) and isinstance(b, str):
+        return max(a, b, key=_utc)
+    return max(a, b)
+
+
+def _utc(stamp: str) -> pd.Timestamp:
+    parsed = pd.Timestamp(stamp)
+    return parsed.tz_localize("UTC") if parsed.tzinfo is None else parsed.tz_convert("UTC")
+
+
+def _sortable(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+def _canonical_order(frame: pd.DataFrame, key: list[str], watermark: str | None) -> pd.DataFrame:
+    # Key, then watermark, then a hash of the whole row to order conflicting versions.
+    tiebreak = pd.util.hash_pandas_object(frame, index=False).rename("__row_hash")
+    cols = [c for c in [*key, watermark] if c and c in frame.columns]
+    ordered = pd.concat([frame, tiebreak], axis=1).sort_values(
+        [*cols, "__row_hash"], kind="mergesort", na_position="last"
+    )
+    return ordered.drop(columns="__row_hash").reset_index(drop=True)
+
+
+# --- I/O ----------------------------------------------------------------------------------
+
+
+def pull(
+    name: str, source: Source, state: dict[str, Any], paths: Paths, chunk_rows: int
+) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
+    """The connector's batches, and the state to record once they are all written."""
+    since = state.get("watermark")
+    if isinstance(source, SqlSource):
+        return sql.read_sql(name, source, since=since, chunk_rows=chunk_rows), {}
+    if isinstance(source, HttpSource):
+        return http.read_http(name, source, since=since, page_size=chunk_rows), {}
+    assert isinstance(source, FilesSource)
+    return _pull_files(name, source, state, paths)
+
+
+def _pull_files(
+    name: str, source: FilesSource, state: dict[str, Any], paths: Paths
+) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
+    folder = paths.resolve(source.path)
+    try:
+        scan = files.scan_folder(folder, source.glob, state.get("files_seen", {}))
+    except SourceError as exc:
+        raise SourceError(f"{name}: {exc}") from None
+    # A snapshot source is the union of its current files: any change rereads them all.
+    to_read = sorted(scan.current) if source.partition_by is None and scan.changed else scan.changed
+    seen, skipped = dict(scan.current), {}
+
+    def batches() -> Iterator[pd.DataFrame]:
+        for file_name in to_read:
+            try:
+                yield files.read_file(folder / file_name)
+            except SourceError as exc:
+                if source.on_bad_file == "fail":
+                    raise SourceError(f"{name}: {exc}") from None
+                log.warning("%s: skipped %s", name, exc)
+                skipped[file_name] = str(exc)
+                seen.pop(file_name)  # read again next run, when the file may be complete
+
+    return batches(), {"files_seen": seen, "skipped_files": skipped}
+
+
+def collect_source(
+    name: str, source: Source, manifest: dict[str, Any], paths: Paths, params: CollectParams
+) -> dict[str, Any]:
+    """Collect one source; return its new manifest entry. Nothing is recorded on failure."""
+    state = manifest.get("sources", {}).get(name, {})
+    out_dir = paths.raw / name
+    spool = paths.staging / name
+    shutil.rmtree(spool, ignore_errors=True)  # leftovers of a crashed run
+    batches, extra_state = pull(name, source, state, paths, params.chunk_rows)
+
+    new_mark: Any = None
+    spooled = 0
+    for seq, batch in enumerate(batches):
+        if source.watermark and source.watermark in batch.columns:
+            new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
+        days = partition_days(batch, source.partition_by, params.timezone)
+        for day, rows in batch.groupby(days, sort=True):
+            write_parquet(spool / str(day) / f"{seq:08d}.parquet", rows)
+        spooled += len(batch)
+
+    partitions = dict(state.get("partitions", {}))
+    touched = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
+    for day in touched:
+        partitions[f"{day}.parquet"] = _merge_day(
+            out_dir / f"{day}.parquet", spool / day, source, replace=source.partition_by is None
+        )
+    shutil.rmtree(spool, ignore_errors=True)
+
+    entry = {
+        "kind": source.kind,
+        "watermark": later_watermark(state.get("watermark"), new_mark),
+        "rows": sum(p["rows"] for p in partitions.values()),
+        "partitions": dict(sorted(partitions.items())),
+        **extra_state,
+    }
+    log.info(
+        "%s: %d rows read, %d partitions written, watermark %s",
+        name,
+        spooled,
+        len(touched),
+        entry["watermark"],
+    )
+    return entry
+
+
+def _merge_day(target: Path, spool_dir: Path, source: Source, *, replace: bool) -> dict[str, Any]:
+    new = pd.concat(
+        [pd.read_parquet(p) for p in sorted(spool_dir.glob("*.parquet"))], ignore_index=True
+    )
+    existing = None if replace or not target.exists() else pd.read_parquet(target)
+    merged = merge_rows(existing, new, source.key, source.watermark)
+    if existing is None or not merged.equals(existing):  # unchanged: keep bytes and mtime
+        write_parquet(target, merged)
+    return {"rows": len(merged), "sha256": sha256_file(target)}
+
+
+def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> dict[str, Any]:
+    """Collect every enabled source (or those named in ``only``); return the manifest."""
+    manifest = read_json(paths.manifest, default={"version": 1, "sources": {}})
+    sources = params.enabled_sources()
+    unknown = sorted(set(only or []) - set(sources))
+    if unknown:
+        raise SourceError(f"no enabled source named {', '.join(unknown)} in collect.sources")
+    for name, source in sources.items():
+        if only and name not in only:
+            continue
+        manifest["sources"][name] = collect_source(name, source, manifest, paths, params)
+        # Recorded per source: a later source failing keeps this one's progress.
+        write_json(paths.manifest, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from tasks.cli_support import run_step
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.collect", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--source", action="append", help="collect only this source (repeatable)")
+    args = parser.parse_args(argv)
+
+    def step() -> None:
+        paths = Paths.at()
+        run(load_params(paths.params).collect, paths, only=args.source)
+
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

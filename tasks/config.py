@@ -1,0 +1,177 @@
+"""The typed shape of params.yaml.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an
+error that names it. The same models type the Prefect flow's parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(Exception):
+    """params.yaml (or an environment variable it names) is missing or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SourceBase(_Strict):
+    enabled: bool = True
+    key: list[str] = Field(min_length=1, description="Columns that identify a row (natural key).")
+    watermark: str | None = Field(
+        default=None, description="Column that grows as rows are added or updated at the source."
+    )
+    partition_by: str | None = Field(
+        default=None, description="Timestamp column whose local day names the partition."
+    )
+    schema_name: str = Field(alias="schema", description="The pandera schema in tasks/schemas.py.")
+
+    @model_validator(mode="after")
+    def _partitioned_needs_watermark(self) -> _SourceBase:
+        if self.partition_by and not self.watermark:
+            raise ValueError("a source with partition_by needs a watermark column")
+        return self
+
+
+class SqlSource(_SourceBase):
+    kind: Literal["sql"]
+    url_env: str = Field(description="Environment variable holding the SQLAlchemy URL.")
+    default_url: str | None = Field(
+        default=None, description="URL used when url_env is unset; must hold no password."
+    )
+    table: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if not self.watermark:
+            raise ValueError("a sql source needs a watermark column")
+        return self
+
+    @field_validator("default_url")
+    @classmethod
+    def _no_password_in_params(cls, url: str | None) -> str | None:
+        if url is not None:
+            from sqlalchemy.engine import make_url
+
+            if make_url(url).password:
+                raise ValueError(
+                    "holds a password: put the URL in the environment variable url_env"
+                )
+        return url
+
+    def resolve_url(self) -> str:
+        url = os.environ.get(self.url_env) or self.default_url
+        if not url:
+            raise ConfigError(
+                f"environment variable {self.url_env} is not set (and no default_url)"
+            )
+        return url
+
+
+class FilesSource(_SourceBase):
+    kind: Literal["files"]
+    path: Path
+    glob: str
+    on_bad_file: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="An unreadable file stops collection ('fail') or is left for the next run "
+        "and listed in the manifest ('skip').",
+    )
+
+
+class HttpSource(_SourceBase):
+    kind: Literal["http"]
+    url: str
+    token_env: str | None = Field(default=None, description="Variable with a bearer token.")
+    since_param: str = "since"
+    limit_param: str = "limit"
+    items_field: str = "items"
+    next_field: str = "next"
+    timeout_seconds: float = Field(default=10, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    max_backoff_seconds: float = Field(default=30, gt=0)
+
+
+Source = Annotated[SqlSource | FilesSource | HttpSource, Field(discriminator="kind")]
+
+
+class CollectParams(_Strict):
+    timezone: str = "UTC"
+    chunk_rows: int = Field(default=50_000, gt=0)
+    sources: dict[str, Source]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {tz!r}") from exc
+        return tz
+
+    @field_validator("sources")
+    @classmethod
+    def _safe_names(cls, sources: dict[str, Source]) -> dict[str, Source]:
+        for name in sources:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"source name {name!r}: use letters, digits and '_' only")
+        return sources
+
+    def enabled_sources(self) -> dict[str, Source]:
+        return {name: src for name, src in self.sources.items() if src.enabled}
+
+
+class ValidateParams(_Strict):
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    extra_airport_codes: list[str] = []
+    max_clock_skew_hours: float = Field(default=24, ge=0)
+    batch_rows: int = Field(default=200_000, gt=0, description="Rows checked at once (memory).")
+
+
+class FlowParams(_Strict):
+    collect_retries: int = Field(default=2, ge=0)
+    collect_retry_delay_seconds: float = Field(default=10, ge=0)
+
+
+class Params(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)  # later steps add their sections
+
+    collect: CollectParams
+    validate_: ValidateParams = Field(alias="validate", default_factory=ValidateParams)
+    flow: FlowParams = Field(default_factory=FlowParams)
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; errors name the file and the key."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
