@@ -175,10 +175,14 @@ def collect_source(
 
     partitions = dict(state.get("partitions", {}))
     touched = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
+    rewritten = 0
     for day in touched:
-        partitions[f"{day}.parquet"] = _merge_day(
-            out_dir / f"{day}.parquet", spool / day, source, replace=source.partition_by is None
+        target = out_dir / f"{day}.parquet"
+        before = partitions.get(target.name)
+        partitions[target.name] = _merge_day(
+            target, spool / day, source, replace=source.partition_by is None
         )
+        rewritten += before != partitions[target.name]
     shutil.rmtree(spool, ignore_errors=True)
 
     entry = {
@@ -189,10 +193,11 @@ def collect_source(
         **extra_state,
     }
     log.info(
-        "%s: %d rows read, %d partitions written, watermark %s",
+        "%s: %d rows read, %d partitions touched, %d changed, watermark %s",
         name,
         spooled,
         len(touched),
+        rewritten,
         entry["watermark"],
     )
     return entry
@@ -244,4 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the importable module, not __main__, so log records read "tasks.collect".
+    from tasks import collect
+
+    raise SystemExit(collect.main())

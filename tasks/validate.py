@@ -328,4 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the importable module, not __main__, so log records read "tasks.validate".
+    from tasks import validate
+
+    raise SystemExit(validate.main())

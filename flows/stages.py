@@ -1,0 +1,37 @@
+"""The pipeline's stages as DVC knows them: their order, and running one of them.
+
+The stage list lives in dvc.yaml alone; this module asks DVC for it, so the flow and
+`dvc repro` can never disagree about what runs or in which order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    ran: bool  # False: DVC found nothing changed and skipped it
+    seconds: float
+
+
+def stage_order(root: Path) -> list[str]:
+    """Every stage of dvc.yaml, dependencies first, as `dvc repro` would run them."""
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import get_active_graph, plan_repro
+
+    with Repo(str(root)) as repo:
+        return [stage.addressing for stage in plan_repro(get_active_graph(repo.index.graph))]
+
+
+def reproduce_stage(root: Path, name: str) -> StageResult:
+    """Run one stage if DVC considers it changed; dvc.lock records it either way."""
+    from dvc.repo import Repo
+
+    start = time.perf_counter()
+    with Repo(str(root)) as repo:
+        ran = repo.reproduce(name, single_item=True)
+    return StageResult(stage=name, ran=bool(ran), seconds=round(time.perf_counter() - start, 3))

@@ -1,0 +1,53 @@
+"""What the pipeline holds now, read from the manifest and the validation report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.collect import SNAPSHOT, UNKNOWN_DAY
+from tasks.io import read_json
+from tasks.paths import Paths
+
+
+def status(paths: Paths) -> dict[str, Any]:
+    manifest = read_json(paths.manifest, default={"sources": {}})
+    report = read_json(paths.validation_report, default={"sources": {}, "total": {}})
+    sources = manifest.get("sources", {})
+    days = {
+        name.removesuffix(".parquet")
+        for entry in sources.values()
+        for name in entry.get("partitions", {})
+    } - {SNAPSHOT, UNKNOWN_DAY}
+    return {
+        "watermarks": {name: entry.get("watermark") for name, entry in sources.items()},
+        "raw_rows": sum(entry.get("rows", 0) for entry in sources.values()),
+        "raw_days": len(days),
+        "quarantined_rows": report.get("total", {}).get("quarantined", 0),
+        "sources": {
+            name: {
+                "kind": entry.get("kind"),
+                "rows": entry.get("rows", 0),
+                "partitions": len(entry.get("partitions", {})),
+                "quarantined": report["sources"].get(name, {}).get("quarantined"),
+                "skipped_files": sorted(entry.get("skipped_files", {})),
+            }
+            for name, entry in sources.items()
+        },
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"raw rows: {data['raw_rows']:,} over {data['raw_days']} days; "
+        f"quarantined rows: {data['quarantined_rows']:,}",
+        f"{'source':<14}{'kind':<7}{'rows':>10}{'parts':>7}{'quarant.':>10}  watermark",
+    ]
+    for name, src in data["sources"].items():
+        quarantined = "-" if src["quarantined"] is None else f"{src['quarantined']:,}"
+        lines.append(
+            f"{name:<14}{src['kind'] or '?':<7}{src['rows']:>10,}{src['partitions']:>7}"
+            f"{quarantined:>10}  {data['watermarks'].get(name) or '-'}"
+        )
+        if src["skipped_files"]:
+            lines.append(f"{'':<14}skipped files: {', '.join(src['skipped_files'])}")
+    return "\n".join(lines)
