@@ -13,10 +13,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.cli_support import EXIT_FAILURE, EXIT_USAGE, configure_logging
 from tasks.config import ConfigError, load_params
 from tasks.paths import Paths
+
+if TYPE_CHECKING:
+    from tasks.demo.upstream import Upstream
 
 EXAMPLES = """examples:
   plumber demo init                 build the demo upstream (half a year visible)
@@ -49,9 +53,8 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
         return EXIT_FAILURE
     results = state.result()
     for r in results:
-        print(
-            f"  {r['stage']:<12}{'ran' if r['ran'] else 'skipped (unchanged)':<22}{r['seconds']:.1f}s"
-        )
+        outcome = "ran" if r["ran"] else "skipped (unchanged)"
+        print(f"  {r['stage']:<12}{outcome:<22}{r['seconds']:.1f}s")
     return 0
 
 
@@ -63,7 +66,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
-def _demo_upstream(args: argparse.Namespace, paths: Paths):  # type: ignore[no-untyped-def]
+def _demo_upstream(args: argparse.Namespace, paths: Paths) -> Upstream:
     from tasks.config import SqlSource
     from tasks.demo.upstream import Upstream
 
@@ -79,8 +82,9 @@ def _demo_upstream(args: argparse.Namespace, paths: Paths):  # type: ignore[no-u
 def cmd_demo_init(args: argparse.Namespace, paths: Paths) -> int:
     from tasks.demo.upstream import init
 
-    created = init(_demo_upstream(args, paths), now=args.now)
-    print(f"demo upstream {'created' if created else 'already there'}: now = {args.now}")
+    upstream = _demo_upstream(args, paths)
+    created = init(upstream, now=args.now)
+    print(f"demo upstream {'created' if created else 'already there'}: now = {upstream.now()}")
     return 0
 
 
@@ -119,7 +123,7 @@ def _date(text: str) -> dt.date:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plumber",
-        description="A reproducible ML pipeline: collect, validate, version (DVC), orchestrate (Prefect).",
+        description="A reproducible ML pipeline: collect, validate, version, orchestrate.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -145,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the upstream; days before --now are visible",
         epilog="example: plumber demo init --now 2013-07-01",
     )
-    init.add_argument("--now", type=_date, default=dt.date(2013, 7, 1), help="default 2013-07-01")
+    init.add_argument(
+        "--now", type=_date, help="default 2013-07-01; an existing upstream keeps its day"
+    )
     init.add_argument("--db-url", help=db_help)
     init.set_defaults(func=cmd_demo_init)
     adv = demo_sub.add_parser(

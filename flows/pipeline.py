@@ -18,12 +18,11 @@ def _stage_task(name: str, params: Params) -> Any:
     # are deterministic and would fail the same way again.
     retries = params.flow.collect_retries if name == "collect" else 0
     return task(
-        reproduce_stage,
         name=name,
         task_run_name=f"dvc-stage-{name}",
         retries=retries,
         retry_delay_seconds=params.flow.collect_retry_delay_seconds,
-    )
+    )(reproduce_stage)
 
 
 @flow(name="plumber")

@@ -48,6 +48,23 @@ def partition_days(frame: pd.DataFrame, column: str | None, tz: str) -> pd.Serie
     return days.fillna(UNKNOWN_DAY).astype(str)
 
 
+def storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns Parquet can hold: a column mixing types (text in a REAL column, which
+    SQLite allows) is kept as text, so validate can reject the bad cells row by row."""
+    mixed = [
+        col
+        for col in frame.columns
+        if pd.api.types.is_object_dtype(frame[col])
+        and len({type(v) for v in frame[col].dropna()}) > 1
+    ]
+    if not mixed:
+        return frame
+    frame = frame.copy()
+    for col in mixed:
+        frame[col] = frame[col].map(lambda v: None if pd.isna(v) else str(v))
+    return frame
+
+
 def merge_rows(
     existing: pd.DataFrame | None, new: pd.DataFrame, key: list[str], watermark: str | None
 ) -> pd.DataFrame:
@@ -131,8 +148,11 @@ def _pull_files(
     name: str, source: FilesSource, state: dict[str, Any], paths: Paths
 ) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
     folder = paths.resolve(source.path)
+    cache_file = paths.collect_state / f"{name}.stat.json"
     try:
-        scan = files.scan_folder(folder, source.glob, state.get("files_seen", {}))
+        scan = files.scan_folder(
+            folder, source.glob, state.get("files_seen", {}), read_json(cache_file, default={})
+        )
     except SourceError as exc:
         raise SourceError(f"{name}: {exc}") from None
     # A snapshot source is the union of its current files: any change rereads them all.
@@ -149,6 +169,7 @@ def _pull_files(
                 log.warning("%s: skipped %s", name, exc)
                 skipped[file_name] = str(exc)
                 seen.pop(file_name)  # read again next run, when the file may be complete
+        write_json(cache_file, scan.stat_cache)  # only a shortcut: safe to write early
 
     return batches(), {"files_seen": seen, "skipped_files": skipped}
 
@@ -168,6 +189,7 @@ def collect_source(
     for seq, batch in enumerate(batches):
         if source.watermark and source.watermark in batch.columns:
             new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
+        batch = storable(batch)
         days = partition_days(batch, source.partition_by, params.timezone)
         for day, rows in batch.groupby(days, sort=True):
             write_parquet(spool / str(day) / f"{seq:08d}.parquet", rows)
@@ -227,6 +249,7 @@ def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> d
         manifest["sources"][name] = collect_source(name, source, manifest, paths, params)
         # Recorded per source: a later source failing keeps this one's progress.
         write_json(paths.manifest, manifest)
+    shutil.rmtree(paths.staging, ignore_errors=True)
     return manifest
 
 

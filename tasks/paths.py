@@ -27,6 +27,11 @@ class Paths:
         return self.var / "upstream"
 
     @property
+    def collect_state(self) -> Path:
+        """Local shortcuts of collect (file stat caches); never part of a data version."""
+        return self.var / "collect"
+
+    @property
     def raw(self) -> Path:
         return self.root / "data" / "raw"
 

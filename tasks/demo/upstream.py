@@ -16,9 +16,12 @@ import datetime as dt
 import importlib.util
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -120,14 +123,27 @@ def flights_table(name: str) -> sa.Table:
     ints = ["year", "month", "day", "sched_dep_time", "sched_arr_time", "flight", "hour", "minute"]
     floats = ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "distance"]
     strings = ["carrier", "tailnum", "origin", "dest"]
-    columns = [sa.Column(c, sa.Integer) for c in ints]
-    columns += [sa.Column(c, sa.Float) for c in floats]
+    columns: list[sa.Column[Any]] = [sa.Column(c, sa.Integer()) for c in ints]
+    columns += [sa.Column(c, sa.Float()) for c in floats]
     columns += [sa.Column(c, sa.String(8)) for c in strings]
     columns += [
-        sa.Column("time_hour", sa.DateTime),
-        sa.Column("updated_at", sa.DateTime, index=True),
+        sa.Column("time_hour", sa.DateTime()),
+        sa.Column("updated_at", sa.DateTime(), index=True),
     ]
     return sa.Table(name, sa.MetaData(), *columns)
+
+
+@contextmanager
+def _database(upstream: Upstream) -> Iterator[sa.Engine]:
+    """The flights database; its errors become one DemoError line, password masked."""
+    engine = sa.create_engine(upstream.db_url)
+    try:
+        yield engine
+    except sa.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise DemoError(f"cannot write to {safe_url(upstream.db_url)}: {detail}") from None
+    finally:
+        engine.dispose()
 
 
 def _reveal(upstream: Upstream, engine: sa.Engine, start: dt.date, end: dt.date) -> int:
@@ -150,21 +166,25 @@ def _reveal(upstream: Upstream, engine: sa.Engine, start: dt.date, end: dt.date)
     return len(flights)
 
 
-def init(upstream: Upstream, now: dt.date = DEFAULT_NOW) -> bool:
-    """Build the upstream with every day before ``now`` visible. False if already there."""
-    _check_day(now)
+def init(upstream: Upstream, now: dt.date | None = None) -> bool:
+    """Build the upstream with every day before ``now`` visible. False if already there.
+
+    Without ``now``, an existing upstream is left at whatever day it reached, so
+    `make run` can call init every time.
+    """
     current = upstream.now()
     if current is not None:
-        if current != now:
+        if now is not None and current != now:
             raise DemoError(
                 f"the upstream at {upstream.folder} is already at {current}; use "
                 f"`plumber demo advance`, or remove the folder to start again at {now}"
             )
-        log.info("demo upstream already initialised at %s; nothing to do", now)
+        log.info("demo upstream already initialised at %s; nothing to do", current)
         return False
+    now = now or DEFAULT_NOW
+    _check_day(now)
     upstream.folder.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(upstream.db_url)
-    try:
+    with _database(upstream) as engine:
         table = flights_table(upstream.table)
         with engine.begin() as conn:
             table.drop(conn, checkfirst=True)  # a half-built table from a crashed init
@@ -175,10 +195,6 @@ def init(upstream: Upstream, now: dt.date = DEFAULT_NOW) -> bool:
         for name in REFERENCE_FILES:
             shutil.copyfile(package_data_dir() / name, upstream.reference_dir / name)
         rows = _reveal(upstream, engine, FIRST_DAY, now)
-    except sa.exc.SQLAlchemyError as exc:
-        raise DemoError(f"cannot write to {safe_url(upstream.db_url)}: {exc.orig or exc}") from None
-    finally:
-        engine.dispose()
     write_json(upstream.clock_file, {"now": now.isoformat(), "database": safe_url(upstream.db_url)})
     log.info("demo upstream at %s: %d flights before %s", upstream.folder, rows, now)
     return True
@@ -194,13 +210,8 @@ def advance(upstream: Upstream, days: int) -> dt.date:
     new_now = min(current + dt.timedelta(days=days), LAST_DAY + dt.timedelta(days=1))
     if new_now == current:
         raise DemoError(f"the demo data ends on {LAST_DAY}; nothing left to reveal")
-    engine = sa.create_engine(upstream.db_url)
-    try:
+    with _database(upstream) as engine:
         rows = _reveal(upstream, engine, current, new_now)
-    except sa.exc.SQLAlchemyError as exc:
-        raise DemoError(f"cannot write to {safe_url(upstream.db_url)}: {exc.orig or exc}") from None
-    finally:
-        engine.dispose()
     clock = read_json(upstream.clock_file)
     write_json(upstream.clock_file, {**clock, "now": new_now.isoformat()})
     log.info("demo upstream now %s: %d new flights", new_now, rows)

@@ -1,8 +1,10 @@
 """New and changed files from a drop folder.
 
-A file is fingerprinted by size, modification time and SHA-256. Only files whose size
-or mtime moved are hashed again, and only those whose hash changed are read, as rsync
-does. CSV is read as text: a CSV carries no types, so validate parses every value and
+A file is fingerprinted by size and SHA-256 (recorded in the manifest, so it depends on
+content only). Files whose size and mtime match a local stat cache are not hashed again,
+and only files whose hash changed are read, as rsync does.
+
+CSV is read as text: a CSV carries no types, so validate parses every value and
 quarantines the ones that do not parse, instead of one bad cell changing a column's type.
 """
 
@@ -22,31 +24,44 @@ from tasks.sources import SourceError
 
 log = logging.getLogger(__name__)
 
-Fingerprint = dict[str, int | str]  # {"size": int, "mtime_ns": int, "sha256": str}
+Fingerprint = dict[str, int | str]  # {"size": int, "sha256": str}: what the manifest keeps
+StatCache = dict[str, list[int | str]]  # name -> [size, mtime_ns, sha256]: local, under var/
 
 
 @dataclass(frozen=True)
 class Scan:
     current: dict[str, Fingerprint]  # every matching file now in the folder
     changed: list[str]  # new or with other content than last time, sorted
+    stat_cache: StatCache  # to skip hashing unchanged files next time
 
 
-def scan_folder(folder: Path, pattern: str, seen: dict[str, Fingerprint]) -> Scan:
+def scan_folder(
+    folder: Path, pattern: str, seen: dict[str, Fingerprint], stat_cache: StatCache | None = None
+) -> Scan:
+    """Compare the folder with the fingerprints recorded last time.
+
+    A file whose size and mtime match the local stat cache is not hashed again. The
+    cache is a shortcut only: without it every file is hashed, with the same result.
+    """
     if not folder.is_dir():
         raise SourceError(f"folder {folder} does not exist")
+    stat_cache = stat_cache or {}
     current: dict[str, Fingerprint] = {}
+    new_cache: StatCache = {}
     changed: list[str] = []
     for path in sorted(p for p in folder.glob(pattern) if p.is_file()):
         stat = path.stat()
+        cached = stat_cache.get(path.name)
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+            digest = str(cached[2])
+        else:
+            digest = sha256_file(path)
+        new_cache[path.name] = [stat.st_size, stat.st_mtime_ns, digest]
+        current[path.name] = {"size": stat.st_size, "sha256": digest}
         before = seen.get(path.name)
-        if before and before["size"] == stat.st_size and before["mtime_ns"] == stat.st_mtime_ns:
-            current[path.name] = before
-            continue
-        digest = sha256_file(path)
-        current[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
         if not before or before["sha256"] != digest:
             changed.append(path.name)
-    return Scan(current=current, changed=changed)
+    return Scan(current=current, changed=changed, stat_cache=new_cache)
 
 
 def read_file(path: Path) -> pd.DataFrame:

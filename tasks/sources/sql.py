@@ -40,7 +40,9 @@ def read_sql(
         # holds one chunk, not the table.
         with engine.connect().execution_options(stream_results=True) as conn:
             stmt = _select(source, conn, since)
-            yield from pd.read_sql(stmt, conn, chunksize=chunk_rows)
+            for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
+                if len(chunk):  # pandas yields one empty frame when nothing matched
+                    yield chunk
     except sa.exc.NoSuchTableError as exc:
         raise SourceError(f"{name}: table {source.table!r} not found at {safe_url(url)}") from exc
     except sa.exc.SQLAlchemyError as exc:

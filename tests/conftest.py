@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.config import load_params
+from tasks.paths import Paths
+from tests.factories import MiniProject
+
+PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def services_required() -> bool:
+    return os.environ.get("PLUMBER_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """PostgreSQL for tests that need it: skipped when unreachable, unless CI requires it."""
+    from tasks.sources.sql import safe_url
+
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        reason = f"PostgreSQL not reachable at {safe_url(PG_URL)} ({type(exc).__name__})"
+        if services_required():
+            pytest.fail(f"{reason}, and PLUMBER_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(f"{reason}; set PLUMBER_TEST_PG_URL to run these tests")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_table(pg_url: str) -> Iterator[str]:
+    """A fresh table name in PostgreSQL, dropped afterwards."""
+    name = f"flights_{uuid.uuid4().hex[:10]}"
+    yield name
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+    engine.dispose()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> MiniProject:
+    return MiniProject(tmp_path)
+
+
+@pytest.fixture
+def paths(project: MiniProject) -> Paths:
+    return Paths.at(project.root)
+
+
+def params_of(project: MiniProject):
+    return load_params(project.root / "params.yaml")

@@ -1,0 +1,156 @@
+"""Tiny, valid rows of each source, built by hand, and a mini project around them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+import yaml
+
+from tasks.demo.upstream import flights_table, visible_at
+
+AIRPORTS = pd.DataFrame(
+    {
+        "faa": ["EWR", "JFK", "LGA", "ATL", "ORD"],
+        "name": ["Newark", "Kennedy", "LaGuardia", "Atlanta", "Chicago"],
+        "lat": ["40.69", "40.64", "40.77", "33.64", "41.98"],
+        "lon": ["-74.17", "-73.78", "-73.87", "-84.43", "-87.90"],
+        "alt": ["18", "13", "22", "1026", "668"],
+        "tz": ["-5", "-5", "-5", "-5", "-6"],
+        "dst": ["A"] * 5,
+        "tzone": ["America/New_York"] * 4 + ["America/Chicago"],
+    }
+)
+AIRLINES = pd.DataFrame({"carrier": ["AA", "UA", "DL"], "name": ["American", "United", "Delta"]})
+PLANES = pd.DataFrame(
+    {
+        "tailnum": ["N101AA", "N202UA"],
+        "year": ["2004", None],
+        "type": ["Fixed wing multi engine"] * 2,
+        "manufacturer": ["BOEING", "AIRBUS"],
+        "model": ["737", "A320"],
+        "engines": ["2", "2"],
+        "seats": ["160", "180"],
+        "speed": [None, None],
+        "engine": ["Turbo-fan"] * 2,
+    }
+)
+
+
+def flight_rows(day: dt.date, n: int = 4, *, first_flight: int = 1) -> pd.DataFrame:
+    """n valid flights scheduled on local ``day``, recorded at midnight after it."""
+    rows = []
+    for i in range(n):
+        hour = 6 + i % 16
+        local = dt.datetime.combine(day, dt.time(hour), tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+        rows.append(
+            {
+                "year": day.year, "month": day.month, "day": day.day,
+                "dep_time": float(hour * 100 + 5), "sched_dep_time": hour * 100,
+                "dep_delay": float(5 + i), "arr_time": float(hour * 100 + 230),
+                "sched_arr_time": hour * 100 + 215, "arr_delay": float(15 + i),
+                "carrier": ["AA", "UA", "DL"][i % 3], "flight": first_flight + i,
+                "tailnum": "N101AA", "origin": ["EWR", "JFK", "LGA"][i % 3],
+                "dest": ["ATL", "ORD"][i % 2], "air_time": 120.0, "distance": 760.0,
+                "hour": hour, "minute": 0,
+                "time_hour": local.astimezone(dt.UTC).replace(tzinfo=None),
+                "updated_at": visible_at(day),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def weather_rows(day: dt.date) -> pd.DataFrame:
+    """24 hours at the three airports, as text, as a dropped CSV would hold them."""
+    rows = []
+    for origin in ("EWR", "JFK", "LGA"):
+        for hour in range(24):
+            local = dt.datetime.combine(
+                day, dt.time(hour), tzinfo=dt.timezone(dt.timedelta(hours=-5))
+            )
+            rows.append(
+                {
+                    "origin": origin, "year": str(day.year), "month": str(day.month),
+                    "day": str(day.day), "hour": str(hour), "temp": "39.02", "dewp": "26.06",
+                    "humid": "59.37", "wind_dir": "270", "wind_speed": "10.4", "wind_gust": None,
+                    "precip": "0", "pressure": "1012", "visib": "10",
+                    "time_hour": local.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "updated_at": visible_at(day).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+class MiniProject:
+    """A project root with its own upstream: a SQLite flights table, a weather drop
+    folder and reference files, and a params.yaml pointing at them."""
+
+    def __init__(self, root: Path, db_url: str | None = None, table: str = "flights") -> None:
+        self.root = root
+        self.upstream = root / "var" / "upstream"
+        self.weather_dir = self.upstream / "drop" / "weather"
+        self.reference_dir = self.upstream / "reference"
+        self.table = table
+        self.db_url = db_url or f"sqlite:///{self.upstream / 'flights.db'}"
+        self.weather_dir.mkdir(parents=True)
+        self.reference_dir.mkdir(parents=True)
+        AIRPORTS.to_csv(self.reference_dir / "airports.csv", index=False)
+        AIRLINES.to_csv(self.reference_dir / "airlines.csv", index=False)
+        PLANES.to_csv(self.reference_dir / "planes.csv", index=False)
+        self.engine = sa.create_engine(self.db_url)
+        with self.engine.begin() as conn:
+            flights_table(table).drop(conn, checkfirst=True)
+            flights_table(table).create(conn)
+        self.write_params()
+
+    def sources(self) -> dict[str, Any]:
+        ref = {"kind": "files", "path": str(self.reference_dir)}
+        return {
+            "flights": {
+                "kind": "sql", "url_env": "PLUMBER_TEST_UNSET_URL", "default_url": self.db_url,
+                "table": self.table, "key": ["year", "month", "day", "carrier", "flight", "origin"],
+                "watermark": "updated_at", "partition_by": "time_hour", "schema": "flights",
+            },
+            "weather": {
+                "kind": "files", "path": str(self.weather_dir), "glob": "weather_*.csv",
+                "key": ["origin", "time_hour"], "watermark": "updated_at",
+                "partition_by": "time_hour", "schema": "weather",
+            },
+            "planes": {**ref, "glob": "planes.csv", "key": ["tailnum"], "schema": "planes"},
+            "airports": {**ref, "glob": "airports.csv", "key": ["faa"], "schema": "airports"},
+            "airlines": {**ref, "glob": "airlines.csv", "key": ["carrier"], "schema": "airlines"},
+        }  # fmt: skip
+
+    def write_params(self, sources: dict[str, Any] | None = None, **sections: Any) -> None:
+        params = {
+            "collect": {"timezone": "America/New_York", "chunk_rows": 1000,
+                        "sources": sources or self.sources()},
+            "validate": {"max_reject_rate": 0.5, "extra_airport_codes": []},
+            **sections,
+        }  # fmt: skip
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def add_flights(self, frame: pd.DataFrame) -> None:
+        with self.engine.begin() as conn:
+            frame.to_sql(self.table, conn, if_exists="append", index=False)
+
+    def drop_weather(self, day: dt.date, frame: pd.DataFrame | None = None) -> Path:
+        path = self.weather_dir / f"weather_{day.isoformat()}.csv"
+        (weather_rows(day) if frame is None else frame).to_csv(path, index=False)
+        return path
+
+    def add_days(self, start: dt.date, days: int, per_day: int = 4) -> None:
+        for i in range(days):
+            day = start + dt.timedelta(days=i)
+            self.add_flights(flight_rows(day, per_day))
+            self.drop_weather(day)
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder by relative path, to compare two runs byte for byte."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }

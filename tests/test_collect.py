@@ -1,0 +1,236 @@
+"""Collect: day partitions, idempotency, late rows, the watermark rule, crashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks import collect
+from tasks.config import load_params
+from tasks.io import read_json
+from tasks.paths import Paths
+from tasks.sources import SourceError
+from tests.factories import MiniProject, file_bytes, flight_rows
+
+DAY = dt.date(2013, 3, 1)
+KEY = ["k"]
+
+
+def run(project: MiniProject) -> dict:
+    paths = Paths.at(project.root)
+    return collect.run(load_params(paths.params).collect, paths)
+
+
+# --- pure steps ---------------------------------------------------------------------------
+
+
+def test_partition_days_are_local_calendar_days() -> None:
+    frame = pd.DataFrame({"t": ["2013-03-01T04:59:00Z", "2013-03-01T05:00:00Z", "garbage", None]})
+    days = collect.partition_days(frame, "t", "America/New_York")
+    assert list(days) == ["2013-02-28", "2013-03-01", "unknown-day", "unknown-day"]
+    assert set(collect.partition_days(frame, None, "UTC")) == {"snapshot"}
+
+
+def test_merge_drops_rereads_and_keeps_the_newest_version() -> None:
+    old = pd.DataFrame({"k": [1, 2], "v": ["a", "b"], "w": [1, 1]})
+    new = pd.DataFrame({"k": [2, 2, 3], "v": ["b", "B", "c"], "w": [1, 2, 2]})
+    merged = collect.merge_rows(old, new, KEY, "w")
+    assert merged.to_dict("records") == [
+        {"k": 1, "v": "a", "w": 1}, {"k": 2, "v": "B", "w": 2}, {"k": 3, "v": "c", "w": 2},
+    ]  # fmt: skip
+    assert collect.merge_rows(merged, new, KEY, "w").equals(merged)  # idempotent
+
+
+def test_merge_keeps_conflicting_versions_for_validate_to_reject() -> None:
+    new = pd.DataFrame({"k": [1, 1], "v": ["x", "y"], "w": [5, 5]})
+    merged = collect.merge_rows(None, new, KEY, "w")
+    assert sorted(merged["v"]) == ["x", "y"]
+    shuffled = collect.merge_rows(None, new.iloc[::-1], KEY, "w")
+    assert shuffled.equals(merged)  # the order does not depend on arrival
+
+
+def test_watermark_helpers() -> None:
+    stamps = pd.Series(["2013-03-02T05:00:00Z", "2013-03-01T05:00:00Z", None])
+    assert collect.max_watermark(stamps) == "2013-03-02T05:00:00+00:00"
+    assert collect.max_watermark(pd.Series([3, 7, None])) == 7
+    assert collect.later_watermark(None, "2013-01-01T00:00:00Z") == "2013-01-01T00:00:00Z"
+    assert collect.later_watermark("2013-01-02T00:00:00+00:00", "2013-01-01T23:00:00-05:00") == (
+        "2013-01-01T23:00:00-05:00"
+    )
+
+
+# --- a mini project -----------------------------------------------------------------------
+
+
+def test_collects_each_source_into_day_partitions(project: MiniProject) -> None:
+    project.add_days(DAY, 2)
+    manifest = run(project)
+    flights = manifest["sources"]["flights"]
+    assert flights["rows"] == 8
+    assert flights["watermark"] == "2013-03-03T05:00:00+00:00"
+    assert sorted(flights["partitions"]) == ["2013-03-01.parquet", "2013-03-02.parquet"]
+    part = project.root / "data/raw/flights/2013-03-01.parquet"
+    assert flights["partitions"][part.name]["rows"] == len(pd.read_parquet(part)) == 4
+    assert manifest["sources"]["weather"]["rows"] == 144
+    assert manifest["sources"]["airports"]["partitions"] == {
+        "snapshot.parquet": manifest["sources"]["airports"]["partitions"]["snapshot.parquet"]
+    }
+    assert set(manifest["sources"]["weather"]["files_seen"]) == {
+        "weather_2013-03-01.csv", "weather_2013-03-02.csv"
+    }  # fmt: skip
+
+
+def test_collecting_twice_gives_identical_bytes(project: MiniProject) -> None:
+    project.add_days(DAY, 3)
+    run(project)
+    first = file_bytes(project.root / "data/raw")
+    mtimes = {p: p.stat().st_mtime_ns for p in (project.root / "data/raw").rglob("*.parquet")}
+    run(project)
+    assert file_bytes(project.root / "data/raw") == first
+    # Unchanged partitions are not even rewritten (DVC need not rehash them).
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_new_day_adds_one_partition_and_leaves_the_others(project: MiniProject) -> None:
+    project.add_days(DAY, 2)
+    run(project)
+    before = file_bytes(project.root / "data/raw/flights")
+    project.add_days(DAY + dt.timedelta(days=2), 1)
+    run(project)
+    after = file_bytes(project.root / "data/raw/flights")
+    assert set(after) - set(before) == {"2013-03-03.parquet"}
+    assert {k: after[k] for k in before} == before
+
+
+def test_late_rows_rewrite_their_day_deterministically(tmp_path: Path) -> None:
+    def build(root: Path, late_first: bool) -> dict[str, bytes]:
+        project = MiniProject(root)
+        on_time, late = flight_rows(DAY, 4), flight_rows(DAY, 2, first_flight=50)
+        late["updated_at"] = late["updated_at"] + pd.Timedelta(days=3)  # arrived days later
+        if late_first:  # the same rows, all in one pull
+            project.add_flights(pd.concat([on_time, late]))
+            run(project)
+        else:
+            project.add_flights(on_time)
+            run(project)
+            project.add_flights(late)
+            run(project)
+        return file_bytes(root / "data/raw/flights")
+
+    incremental = build(tmp_path / "a", late_first=False)
+    at_once = build(tmp_path / "b", late_first=True)
+    assert list(incremental) == ["2013-03-01.parquet"]
+    assert incremental == at_once
+    assert len(pd.read_parquet(tmp_path / "a/data/raw/flights/2013-03-01.parquet")) == 6
+
+
+def test_updated_row_replaces_the_old_version(project: MiniProject) -> None:
+    rows = flight_rows(DAY, 2)
+    project.add_flights(rows)
+    run(project)
+    fix = rows.iloc[[0]].copy()
+    fix["dep_delay"], fix["updated_at"] = 99.0, fix["updated_at"] + pd.Timedelta(hours=1)
+    project.add_flights(fix)
+    run(project)
+    part = pd.read_parquet(project.root / "data/raw/flights/2013-03-01.parquet")
+    assert len(part) == 2 and sorted(part["dep_delay"]) == [6.0, 99.0]
+
+
+def test_watermark_does_not_move_past_unwritten_data(project: MiniProject, monkeypatch) -> None:
+    project.add_days(DAY, 2)
+    run(project)
+    before = read_json(project.root / "data/raw/manifest.json")
+    project.add_days(DAY + dt.timedelta(days=2), 2)
+
+    def fail_while_writing(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(collect, "_merge_day", fail_while_writing)
+    with pytest.raises(OSError, match="disk full"):
+        run(project)
+    assert read_json(project.root / "data/raw/manifest.json") == before
+    monkeypatch.undo()
+    assert run(project)["sources"]["flights"]["watermark"] == "2013-03-05T05:00:00+00:00"
+
+
+def test_a_failing_source_keeps_the_progress_of_those_before_it(project: MiniProject) -> None:
+    project.add_days(DAY, 1)
+    (project.weather_dir / "weather_2013-03-02.csv").write_bytes(b"")
+    with pytest.raises(SourceError, match="weather: weather_2013-03-02.csv is empty"):
+        run(project)
+    manifest = read_json(project.root / "data/raw/manifest.json")
+    assert manifest["sources"]["flights"]["rows"] == 4  # collected before weather failed
+    assert "weather" not in manifest["sources"]
+    assert not (project.root / "data/raw/weather").exists()
+
+
+def test_bad_file_can_be_skipped_and_is_retried(project: MiniProject) -> None:
+    sources = project.sources()
+    sources["weather"]["on_bad_file"] = "skip"
+    project.write_params(sources)
+    project.drop_weather(DAY)
+    bad = project.weather_dir / "weather_2013-03-02.csv"
+    bad.write_bytes(b"")
+    weather = run(project)["sources"]["weather"]
+    assert weather["rows"] == 72
+    assert "is empty" in weather["skipped_files"]["weather_2013-03-02.csv"]
+    assert "weather_2013-03-02.csv" not in weather["files_seen"]
+    project.drop_weather(DAY + dt.timedelta(days=1))  # the upload completes
+    weather = run(project)["sources"]["weather"]
+    assert weather["rows"] == 144 and weather["skipped_files"] == {}
+
+
+def test_unknown_source_name(project: MiniProject) -> None:
+    paths = Paths.at(project.root)
+    with pytest.raises(SourceError, match="no enabled source named nope"):
+        collect.run(load_params(paths.params).collect, paths, only=["nope"])
+
+
+# --- crashes ------------------------------------------------------------------------------
+
+
+def collect_process(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tasks.collect"], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_midway_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    days, per_day = 40, 300
+
+    def build(root: Path) -> MiniProject:
+        project = MiniProject(root)
+        for i in range(days):
+            project.add_flights(flight_rows(DAY + dt.timedelta(days=i), per_day))
+        return project
+
+    clean = build(tmp_path / "clean")
+    assert collect_process(clean.root).wait(timeout=300) == 0
+
+    crashed = build(tmp_path / "crashed")
+    proc = collect_process(crashed.root)
+    out = crashed.root / "data/raw/flights"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.parquet"))) < 5:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(list(out.glob("*.parquet")))
+    manifest = read_json(crashed.root / "data/raw/manifest.json", default={"sources": {}})
+    assert 5 <= written < days, "the kill should land while partitions are being written"
+    assert "flights" not in manifest["sources"], "the watermark moved before all data was written"
+
+    assert collect_process(crashed.root).wait(timeout=300) == 0
+    assert file_bytes(crashed.root / "data/raw") == file_bytes(clean.root / "data/raw")
+    assert not (crashed.root / "data/raw/.staging").exists()

@@ -1,0 +1,83 @@
+"""params.yaml validation and the CLI's exits and messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tasks.config import ConfigError, load_params
+
+ROOT = Path(__file__).parents[1]
+
+
+def params_with(tmp_path: Path, change) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    change(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_the_shipped_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert set(params.collect.enabled_sources()) == {
+        "flights",
+        "weather",
+        "planes",
+        "airports",
+        "airlines",
+    }
+    assert params.collect.sources["weather_api"].kind == "http"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["collect"].update(chunk_row=5), "collect.chunk_row: Extra inputs are not permitted"),
+        (lambda p: p["validate"].update(max_reject_rate=2), "validate.max_reject_rate: Input should be less"),
+        (lambda p: p["collect"].update(timezone="Mars/Olympus"), "unknown timezone 'Mars/Olympus'"),
+        (lambda p: p["collect"]["sources"]["flights"].update(kind="ftp"), "collect.sources.flights: Input tag 'ftp'"),
+        (lambda p: p["collect"]["sources"]["flights"].update(default_url="postgresql://u:pw@h/db"),
+         "holds a password: put the URL in the environment variable url_env"),
+        (lambda p: p["collect"]["sources"]["flights"].update(query="SELECT 1"), "exactly one of 'table' or 'query'"),
+    ],
+)  # fmt: skip
+def test_bad_params_name_the_key(tmp_path: Path, change, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_params(params_with(tmp_path, change))
+
+
+def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
+    params_with(tmp_path, lambda p: p["collect"].update(chunk_row=5))  # writes tmp_path/params.yaml
+    assert main(["--root", str(tmp_path), "run"]) == 2
+    assert "collect.chunk_row: Extra inputs are not permitted" in capsys.readouterr().err
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert main(["--root", str(tmp_path), "demo", "advance"]) == 1
+    assert "run `plumber demo init` first" in capsys.readouterr().err
+
+    assert main(["--root", str(tmp_path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "watermarks": {}, "raw_rows": 0, "raw_days": 0, "quarantined_rows": 0, "sources": {}
+    }  # fmt: skip
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in (["run"], ["status"], ["demo", "init"], ["demo", "advance"], ["demo", "api"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert out.returncode == 0 and "example: plumber" in out.stdout, command
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "init", "--now", "July"])
+    assert exit_info.value.code == 2

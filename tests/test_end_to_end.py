@@ -1,0 +1,154 @@
+"""The whole foundation on a few demo days, in a temporary copy of this repository:
+demo upstream (all three source kinds), `plumber run` through Prefect and DVC, `dvc push`,
+an incremental day, a no-op run, plain `dvc repro`, and a failing source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.demo.api import make_server
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PREFECT_HOME", None)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    dest = tmp_path_factory.mktemp("plumber")
+    listed = sh(ROOT, "git", "ls-files", "-co", "--exclude-standard").stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file() and not name.startswith(("data/", "reports/", "dvc.lock")):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    sh(dest, "git", "init", "-q")
+    sh(
+        dest,
+        "git",
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "copy",
+        "--allow-empty",
+    )
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+
+    sh(dest, "plumber", "demo", "init", "--now", "2013-01-04")
+    api = make_server(dest / "var/upstream/drop/weather", port=0)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    http = params["collect"]["sources"]["weather_api"]
+    http.update(enabled=True, url=f"http://127.0.0.1:{api.server_address[1]}/weather")
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    yield dest
+    api.shutdown()
+    api.server_close()
+
+
+def status(repo: Path) -> dict:
+    return json.loads(sh(repo, "plumber", "status", "--json").stdout)
+
+
+def remote_objects(repo: Path) -> set[str]:
+    store = repo / "var/dvc-remote/files/md5"
+    return {p.parent.name + p.name for p in store.rglob("*") if p.is_file()}
+
+
+def md5_of_files(folder: Path) -> dict[str, list[str]]:
+    """DVC object id -> the files with that content (identical files share one object)."""
+    files: dict[str, list[str]] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            files.setdefault(hashlib.md5(path.read_bytes()).hexdigest(), []).append(
+                str(path.relative_to(folder))
+            )
+    return files
+
+
+def test_first_run_collects_every_source_kind(repo: Path) -> None:
+    out = sh(repo, "plumber", "run").stdout
+    assert "collect     ran" in out and "validate    ran" in out
+    st = status(repo)
+    assert st["watermarks"]["flights"] == "2013-01-04T05:00:00+00:00"
+    assert (
+        st["watermarks"]["weather"]
+        == st["watermarks"]["weather_api"]
+        == "2013-01-04T05:00:00+00:00"
+    )
+    assert st["raw_days"] == 3
+    assert st["sources"]["flights"]["rows"] == 842 + 943 + 914
+    assert st["sources"]["weather_api"]["rows"] == st["sources"]["weather"]["rows"] > 200
+    assert st["quarantined_rows"] == 0
+    assert (repo / "dvc.lock").exists()
+    sh(repo, "dvc", "push")
+    assert len(remote_objects(repo)) > 10
+
+
+def test_rerun_without_new_data_skips_validation(repo: Path) -> None:
+    out = sh(repo, "plumber", "run").stdout
+    assert "collect     ran" in out and "validate    skipped (unchanged)" in out
+
+
+def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:
+    before = remote_objects(repo)
+    sh(repo, "plumber", "demo", "advance", "--days", "1")
+    sh(repo, "plumber", "run")
+    assert status(repo)["raw_days"] == 4
+    sh(repo, "dvc", "push")
+    new = remote_objects(repo) - before
+    files = md5_of_files(repo / "data")
+    pushed = sorted(name for h in new for name in files.get(h, []))
+    assert pushed == sorted([
+        "raw/flights/2013-01-04.parquet", "raw/weather/2013-01-04.parquet",
+        "raw/weather_api/2013-01-04.parquet", "raw/manifest.json",
+        "validated/flights/2013-01-04.parquet", "validated/weather/2013-01-04.parquet",
+        "validated/weather_api/2013-01-04.parquet",
+    ])  # fmt: skip
+    assert all(h.endswith(".dir") for h in new if h not in files)  # the folder listings
+
+
+def test_plain_dvc_repro_runs_the_same_stages(repo: Path) -> None:
+    out = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'collect'" in out
+    assert "Stage 'validate' didn't change, skipping" in out
+
+
+def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path) -> None:
+    before = status(repo)
+    lock = (repo / "dvc.lock").read_text()
+    bad = repo / "var/upstream/drop/weather/weather_2013-01-05.csv"
+    bad.write_bytes(b"")
+    try:
+        done = sh(repo, "plumber", "run", ok=False)
+    finally:
+        bad.unlink()
+    assert done.returncode == 1
+    assert "weather: weather_2013-01-05.csv is empty" in done.stderr + done.stdout
+    assert "collect" in done.stderr
+    assert status(repo)["watermarks"] == before["watermarks"]
+    assert (repo / "dvc.lock").read_text() == lock
