@@ -132,6 +132,34 @@ def test_late_rows_rewrite_their_day_deterministically(tmp_path: Path) -> None:
     assert len(pd.read_parquet(tmp_path / "a/data/raw/flights/2013-03-01.parquet")) == 6
 
 
+def test_partition_bytes_do_not_depend_on_chunking(tmp_path: Path) -> None:
+    """An integer column with a NULL in one chunk, an all-NULL column in another: the
+    declared types keep every day's bytes the same however the pull was chunked."""
+
+    def build(root: Path, chunk_rows: int) -> dict[str, bytes]:
+        project = MiniProject(root)
+        rows = pd.concat(
+            [flight_rows(DAY + dt.timedelta(days=i), 5) for i in range(4)], ignore_index=True
+        )
+        rows = rows.astype({"sched_arr_time": object, "tailnum": object})
+        rows.loc[0, "sched_arr_time"] = None  # NULL in an INTEGER column, first chunk only
+        rows.loc[5:, "tailnum"] = None
+        project.add_flights(rows)
+        params = (
+            (root / "params.yaml")
+            .read_text()
+            .replace("chunk_rows: 1000", f"chunk_rows: {chunk_rows}")
+        )
+        (root / "params.yaml").write_text(params)
+        run(project)
+        return file_bytes(root / "data/raw/flights")
+
+    one_chunk, small_chunks = build(tmp_path / "a", 1000), build(tmp_path / "b", 3)
+    assert one_chunk == small_chunks
+    day2 = pd.read_parquet(tmp_path / "b/data/raw/flights/2013-03-02.parquet")
+    assert str(day2["sched_arr_time"].dtype) == "Int64" and str(day2["tailnum"].dtype) == "str"
+
+
 def test_updated_row_replaces_the_old_version(project: MiniProject) -> None:
     rows = flight_rows(DAY, 2)
     project.add_flights(rows)
@@ -153,7 +181,7 @@ def test_watermark_does_not_move_past_unwritten_data(project: MiniProject, monke
     def fail_while_writing(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(collect, "_merge_day", fail_while_writing)
+    monkeypatch.setattr(collect, "_merge_days", fail_while_writing)
     with pytest.raises(OSError, match="disk full"):
         run(project)
     assert read_json(project.root / "data/raw/manifest.json") == before

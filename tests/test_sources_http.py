@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import pandas as pd
 import pytest
 
 from tasks.config import HttpSource
@@ -135,6 +136,16 @@ def test_not_a_list_of_items(server) -> None:
     url, _ = server(lambda n, q: (200, {}, {"rows": []}))
     with pytest.raises(SourceError, match="no list field 'items'"):
         read(http_source(url))
+
+
+def test_json_values_arrive_as_text(server) -> None:
+    rows = [{"origin": "EWR", "temp": 39.02, "wind_dir": 270, "wind_gust": None}]
+    url, _ = server(lambda n, q: (200, {}, {"items": rows, "next": None}))
+    [frame] = list(read_http("weather_api", http_source(url), since=None, page_size=5))
+    assert frame.iloc[0].tolist()[:3] == ["EWR", "39.02", "270"] and pd.isna(
+        frame.iloc[0]["wind_gust"]
+    )
+    assert all(str(t) == "str" for t in frame.dtypes)
 
 
 def test_backoff_grows_with_full_jitter() -> None:

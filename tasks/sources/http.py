@@ -8,6 +8,7 @@ are retried with exponential backoff and full jitter, honouring Retry-After; any
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -56,13 +57,26 @@ def read_http(
             if not isinstance(items, list):
                 raise SourceError(f"{name}: response has no list field {source.items_field!r}")
             if items:
-                yield pd.DataFrame.from_records(items)
+                yield as_text(pd.DataFrame.from_records(items))
             next_url = body.get(source.next_field)
             url = urljoin(url, next_url) if next_url else None
             params = None  # the next link carries its own query
     finally:
         if own_client:
             client.close()
+
+
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """JSON values as text, as a CSV would give them: every page is typed alike
+    whatever its values (a column of nulls would otherwise be typed differently), and
+    validate parses the text to the schema's types."""
+
+    def text(value: Any) -> str | None:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return frame.astype(object).map(text).astype("str")
 
 
 def _get_json(

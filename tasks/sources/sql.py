@@ -39,10 +39,10 @@ def read_sql(
         # stream_results: a server-side cursor where the driver has one, so memory
         # holds one chunk, not the table.
         with engine.connect().execution_options(stream_results=True) as conn:
-            stmt = _select(source, conn, since)
+            stmt, declared = _select(source, conn, since)
             for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
                 if len(chunk):  # pandas yields one empty frame when nothing matched
-                    yield chunk
+                    yield with_declared_types(chunk, declared)
     except sa.exc.NoSuchTableError as exc:
         raise SourceError(f"{name}: table {source.table!r} not found at {safe_url(url)}") from exc
     except sa.exc.SQLAlchemyError as exc:
@@ -52,10 +52,50 @@ def read_sql(
         engine.dispose()
 
 
-def _select(source: SqlSource, conn: sa.Connection, since: Any) -> sa.Select:
+# The pandas dtype for each kind of declared column type (nullable where numpy is not).
+DECLARED_DTYPES = {int: "Int64", float: "float64", str: "str", bool: "boolean"}
+
+
+def with_declared_types(chunk: pd.DataFrame, declared: dict[str, str]) -> pd.DataFrame:
+    """Cast a chunk to the database's declared column types.
+
+    pandas infers a chunk's types from its values: an integer column holding one NULL
+    becomes float, an all-NULL column becomes object. The declared types make every
+    chunk, and so every partition, typed alike. A value that does not fit its declared
+    type (SQLite allows text in an INTEGER column) leaves that column as inferred, for
+    validate to reject the bad cells.
+    """
+    casts = {}
+    for column, dtype in declared.items():
+        if column in chunk.columns and str(chunk[column].dtype) != dtype:
+            try:
+                casts[column] = chunk[column].astype(dtype)
+            except (TypeError, ValueError):
+                continue
+    return chunk.assign(**casts) if casts else chunk
+
+
+def _declared(table: sa.Table) -> dict[str, str]:
+    declared = {}
+    for column in table.columns:
+        try:
+            python_type = column.type.python_type
+        except NotImplementedError:
+            continue
+        if python_type in DECLARED_DTYPES:
+            declared[column.name] = DECLARED_DTYPES[python_type]
+        elif python_type is dt.datetime:
+            declared[column.name] = "datetime64[us]"
+    return declared
+
+
+def _select(source: SqlSource, conn: sa.Connection, since: Any) -> tuple[sa.Select, dict[str, str]]:
+    """The query, and the declared column types (none for a free-form query)."""
     assert source.watermark is not None
+    declared: dict[str, str] = {}
     if source.table is not None:
         table = sa.Table(source.table, sa.MetaData(), autoload_with=conn)
+        declared = _declared(table)
         stmt = sa.select(table)
         mark: Any = table.c[source.watermark]
         keys: list[Any] = [table.c[k] for k in source.key]
@@ -69,7 +109,7 @@ def _select(source: SqlSource, conn: sa.Connection, since: Any) -> sa.Select:
             value = watermark_value(since)
             kind = sa.DateTime() if isinstance(value, dt.datetime) else None
             stmt = stmt.where(mark >= sa.bindparam("since", value, type_=kind))
-    return stmt.order_by(mark, *keys)
+    return stmt.order_by(mark, *keys), declared
 
 
 def watermark_value(since: Any) -> Any:
