@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyarrow import feather
 
 from tasks.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
@@ -47,8 +49,10 @@ def partition_days(frame: pd.DataFrame, column: str | None, tz: str) -> pd.Serie
     if column not in frame.columns:
         raise SourceError(f"partition column {column!r} is missing from the rows")
     stamps = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
-    days = stamps.dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
-    return days.fillna(UNKNOWN_DAY).astype(str)
+    # Format each distinct day once, not every timestamp.
+    codes, days = pd.factorize(stamps.dt.tz_convert(tz).dt.normalize())
+    names = np.append(np.asarray(days.strftime("%Y-%m-%d"), dtype=object), UNKNOWN_DAY)
+    return pd.Series(names[codes], index=frame.index)  # code -1 (no timestamp) -> UNKNOWN_DAY
 
 
 def storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,12 +85,32 @@ def merge_rows(
     if not frames:
         return new.iloc[0:0]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame = frame.drop_duplicates(ignore_index=True)
+    row_hash = pd.util.hash_pandas_object(frame, index=False)
+    frame = _drop_rereads(frame, row_hash)
     if watermark and watermark in frame.columns and set(key) <= set(frame.columns):
-        order = _sortable(frame[watermark])
-        newest = order.groupby([frame[k] for k in key], dropna=False).transform("max")
-        frame = frame[(order == newest) | newest.isna()]
-    return _canonical_order(frame, key, watermark)
+        frame = _newest_versions(frame, key, watermark)
+    return _canonical_order(frame, row_hash.loc[frame.index], key, watermark)
+
+
+def _drop_rereads(frame: pd.DataFrame, row_hash: pd.Series) -> pd.DataFrame:
+    # Only rows whose hash repeats can be copies; comparing just those in full keeps
+    # this exact (no trust in the hash) and cheap (usually none, or one day re-read).
+    maybe = row_hash.duplicated(keep=False)
+    if not maybe.any():
+        return frame
+    copies = frame[maybe].duplicated()
+    return frame.drop(index=copies.index[copies])
+
+
+def _newest_versions(frame: pd.DataFrame, key: list[str], watermark: str) -> pd.DataFrame:
+    repeated = pd.util.hash_pandas_object(frame[key], index=False).duplicated(keep=False)
+    if not repeated.any():
+        return frame
+    versions = frame[repeated]
+    order = _sortable(versions[watermark])
+    newest = order.groupby([versions[k] for k in key], dropna=False).transform("max")
+    stale = ~((order == newest) | newest.isna())
+    return frame.drop(index=versions.index[stale])
 
 
 def max_watermark(values: pd.Series) -> Any:
@@ -121,11 +145,12 @@ def _sortable(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
-def _canonical_order(frame: pd.DataFrame, key: list[str], watermark: str | None) -> pd.DataFrame:
-    # Key, then watermark, then a hash of the whole row to order conflicting versions.
-    tiebreak = pd.util.hash_pandas_object(frame, index=False).rename("__row_hash")
+def _canonical_order(
+    frame: pd.DataFrame, row_hash: pd.Series, key: list[str], watermark: str | None
+) -> pd.DataFrame:
+    # Key, then watermark, then the row's hash to order conflicting versions.
     cols = [c for c in [*key, watermark] if c and c in frame.columns]
-    ordered = pd.concat([frame, tiebreak], axis=1).sort_values(
+    ordered = frame.assign(__row_hash=row_hash).sort_values(
         [*cols, "__row_hash"], kind="mergesort", na_position="last"
     )
     return ordered.drop(columns="__row_hash").reset_index(drop=True)
@@ -191,11 +216,13 @@ def collect_source(
     for seq, batch in enumerate(batches):
         if source.watermark and source.watermark in batch.columns:
             new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
-        batch = storable(batch)
         days = partition_days(batch, source.partition_by, params.timezone)
-        for day, rows in batch.groupby(days, sort=True):
-            _spool_write(spool / str(day) / f"{seq:08d}.arrow", rows)
-            spooled[str(day)] += len(rows)
+        for day, rows in spool_by_day(storable(batch), days):
+            path = spool / day / f"{seq:08d}.arrow"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Arrow IPC, uncompressed: the spool lives for one run, so speed beats size.
+            feather.write_feather(rows, path, compression="uncompressed")
+            spooled[day] += rows.num_rows
 
     partitions = dict(state.get("partitions", {}))
     before = dict(partitions)
@@ -218,6 +245,16 @@ def collect_source(
     return entry
 
 
+def spool_by_day(batch: pd.DataFrame, days: pd.Series) -> Iterator[tuple[str, pa.Table]]:
+    """The batch as one Arrow table, cut into one slice per day (in day order)."""
+    order = np.argsort(days.to_numpy(dtype=object), kind="stable")
+    table = pa.Table.from_pandas(batch, preserve_index=False).take(order)
+    names, starts = np.unique(days.to_numpy(dtype=object)[order], return_index=True)
+    ends = [*starts[1:], len(order)]
+    for name, start, end in zip(names, starts, ends, strict=True):
+        yield str(name), table.slice(start, end - start)
+
+
 def day_groups(rows_per_day: Counter[str], max_rows: int) -> list[list[str]]:
     """Days in order, grouped so a group holds about max_rows rows (at least one day).
 
@@ -235,25 +272,17 @@ def day_groups(rows_per_day: Counter[str], max_rows: int) -> list[list[str]]:
     return groups
 
 
-def _spool_write(path: Path, rows: pd.DataFrame) -> None:
-    # Arrow IPC, uncompressed: the spool lives for one run, so speed beats size.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    feather.write_feather(rows.reset_index(drop=True), path, compression="uncompressed")
-
-
 def _merge_days(
     days: list[str], spool: Path, out_dir: Path, source: Source
 ) -> dict[str, dict[str, Any]]:
     """Merge the spooled rows of some days into their partitions; return their entries."""
     replace = source.partition_by is None  # a snapshot is replaced, not merged
-    new = pd.concat(
-        [
-            pd.read_feather(f).assign(**{DAY: day})
-            for day in days
-            for f in sorted((spool / day).glob("*.arrow"))
-        ],
-        ignore_index=True,
-    )
+    pieces = []
+    for day in days:
+        for path in sorted((spool / day).glob("*.arrow")):
+            table = feather.read_table(path)
+            pieces.append(table.append_column(DAY, pa.array([day] * table.num_rows)))
+    new = pa.concat_tables(pieces, promote_options="permissive").to_pandas()
     existing = {
         day: pd.read_parquet(out_dir / f"{day}.parquet")
         for day in days

@@ -77,19 +77,15 @@ def check_columns(source: str, schema: Schema, frame: pd.DataFrame) -> None:
 
 def _compatible(kind: str, values: pd.Series) -> bool:
     dtype = values.dtype
-    if (
-        pd.api.types.is_string_dtype(dtype)
-        or pd.api.types.is_object_dtype(dtype)
-        or values.isna().all()
-    ):
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
         return True  # text is parsed value by value; failures are quarantined per row
-    if pd.api.types.is_bool_dtype(dtype):
-        return False
-    if kind in ("int", "float"):
-        return pd.api.types.is_numeric_dtype(dtype)
-    if kind == "timestamp":
-        return pd.api.types.is_datetime64_any_dtype(dtype)
-    return False  # a number or a timestamp where text was expected
+    if kind in ("int", "float") and not pd.api.types.is_bool_dtype(dtype):
+        fits = pd.api.types.is_numeric_dtype(dtype)
+    elif kind == "timestamp":
+        fits = pd.api.types.is_datetime64_any_dtype(dtype)
+    else:
+        fits = False  # a number or a timestamp where text was expected
+    return fits or bool(values.isna().all())  # a column of nulls fits any type
 
 
 def parse(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[int, list[str]]]:
