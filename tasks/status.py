@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.collect import SNAPSHOT, UNKNOWN_DAY
 from tasks.io import read_json
+from tasks.partitions import SNAPSHOT, UNKNOWN_DAY
 from tasks.paths import Paths
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import collect
+from tasks import collect, partitions
 from tasks.config import load_params
 from tasks.io import read_json
 from tasks.paths import Paths
@@ -34,35 +34,35 @@ def run(project: MiniProject) -> dict:
 
 def test_partition_days_are_local_calendar_days() -> None:
     frame = pd.DataFrame({"t": ["2013-03-01T04:59:00Z", "2013-03-01T05:00:00Z", "garbage", None]})
-    days = collect.partition_days(frame, "t", "America/New_York")
+    days = partitions.partition_days(frame, "t", "America/New_York")
     assert list(days) == ["2013-02-28", "2013-03-01", "unknown-day", "unknown-day"]
-    assert set(collect.partition_days(frame, None, "UTC")) == {"snapshot"}
+    assert set(partitions.partition_days(frame, None, "UTC")) == {"snapshot"}
 
 
 def test_merge_drops_rereads_and_keeps_the_newest_version() -> None:
     old = pd.DataFrame({"k": [1, 2], "v": ["a", "b"], "w": [1, 1]})
     new = pd.DataFrame({"k": [2, 2, 3], "v": ["b", "B", "c"], "w": [1, 2, 2]})
-    merged = collect.merge_rows(old, new, KEY, "w")
+    merged = partitions.merge_rows(old, new, KEY, "w")
     assert merged.to_dict("records") == [
         {"k": 1, "v": "a", "w": 1}, {"k": 2, "v": "B", "w": 2}, {"k": 3, "v": "c", "w": 2},
     ]  # fmt: skip
-    assert collect.merge_rows(merged, new, KEY, "w").equals(merged)  # idempotent
+    assert partitions.merge_rows(merged, new, KEY, "w").equals(merged)  # idempotent
 
 
 def test_merge_keeps_conflicting_versions_for_validate_to_reject() -> None:
     new = pd.DataFrame({"k": [1, 1], "v": ["x", "y"], "w": [5, 5]})
-    merged = collect.merge_rows(None, new, KEY, "w")
+    merged = partitions.merge_rows(None, new, KEY, "w")
     assert sorted(merged["v"]) == ["x", "y"]
-    shuffled = collect.merge_rows(None, new.iloc[::-1], KEY, "w")
+    shuffled = partitions.merge_rows(None, new.iloc[::-1], KEY, "w")
     assert shuffled.equals(merged)  # the order does not depend on arrival
 
 
 def test_watermark_helpers() -> None:
     stamps = pd.Series(["2013-03-02T05:00:00Z", "2013-03-01T05:00:00Z", None])
-    assert collect.max_watermark(stamps) == "2013-03-02T05:00:00+00:00"
-    assert collect.max_watermark(pd.Series([3, 7, None])) == 7
-    assert collect.later_watermark(None, "2013-01-01T00:00:00Z") == "2013-01-01T00:00:00Z"
-    assert collect.later_watermark("2013-01-02T00:00:00+00:00", "2013-01-01T23:00:00-05:00") == (
+    assert partitions.max_watermark(stamps) == "2013-03-02T05:00:00+00:00"
+    assert partitions.max_watermark(pd.Series([3, 7, None])) == 7
+    assert partitions.later_watermark(None, "2013-01-01T00:00:00Z") == "2013-01-01T00:00:00Z"
+    assert partitions.later_watermark("2013-01-02T00:00:00+00:00", "2013-01-01T23:00:00-05:00") == (
         "2013-01-01T23:00:00-05:00"
     )
 

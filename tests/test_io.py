@@ -1,0 +1,76 @@
+"""File helpers: atomic writes, deterministic Parquet, prefetching."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.io import atomic_path, prefetched, write_parquet
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_equal_frames_give_equal_parquet_bytes(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None]})
+    write_parquet(tmp_path / "1.parquet", frame)
+    write_parquet(tmp_path / "2.parquet", frame.copy())
+    assert (tmp_path / "1.parquet").read_bytes() == (tmp_path / "2.parquet").read_bytes()
+
+
+def test_prefetched_keeps_order_and_reads_ahead_by_one() -> None:
+    produced: list[int] = []
+
+    def items():
+        for i in range(5):
+            produced.append(i)
+            yield i
+
+    seen = []
+    for item in prefetched(items()):
+        time.sleep(0.05)
+        seen.append((item, len(produced)))
+    assert [s[0] for s in seen] == [0, 1, 2, 3, 4]
+    # While item i is worked on, at most i + 2 more were fetched (one in the queue, one in hand).
+    assert all(done <= item + 3 for item, done in seen)
+    assert seen[0][1] >= 2  # the next item was fetched meanwhile
+
+
+def test_prefetched_raises_the_producers_error() -> None:
+    def items():
+        yield 1
+        raise ValueError("upstream broke")
+
+    got = []
+    with pytest.raises(ValueError, match="upstream broke"):
+        for item in prefetched(items()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetched_stops_the_producer_when_the_consumer_stops() -> None:
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    stream = prefetched(endless())
+    assert next(stream) == 0
+    stream.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
