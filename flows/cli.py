@@ -73,9 +73,7 @@ def _demo_upstream(args: argparse.Namespace, paths: Paths) -> Upstream:
     flights = load_params(paths.params).collect.sources.get("flights")
     if not isinstance(flights, SqlSource) or flights.table is None:
         raise ConfigError("collect.sources.flights must be a sql source with a table for the demo")
-    url = args.db_url or flights.resolve_url()
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = f"sqlite:///{paths.resolve(url.removeprefix('sqlite:///'))}"  # relative to the root
+    url = args.db_url or flights.resolve_url(paths.root)
     return Upstream(folder=paths.upstream, db_url=url, table=flights.table)
 
 

@@ -53,7 +53,7 @@ def pull(
     if isinstance(source, SqlSource):
         from tasks.sources.sql import read_sql
 
-        return read_sql(name, source, since=since, chunk_rows=chunk_rows), {}
+        return read_sql(name, source, since=since, chunk_rows=chunk_rows, root=paths.root), {}
     if isinstance(source, HttpSource):
         from tasks.sources.http import read_http
 

@@ -72,12 +72,17 @@ class SqlSource(_SourceBase):
                 )
         return url
 
-    def resolve_url(self) -> str:
+    def resolve_url(self, root: Path | None = None) -> str:
+        """The URL from url_env, else default_url; a relative SQLite path is taken
+        relative to ``root`` (the project root), wherever the command runs from."""
         url = os.environ.get(self.url_env) or self.default_url
         if not url:
             raise ConfigError(
                 f"environment variable {self.url_env} is not set (and no default_url)"
             )
+        sqlite_file = url.removeprefix("sqlite:///")
+        if root is not None and url.startswith("sqlite:///") and not sqlite_file.startswith("/"):
+            return f"sqlite:///{root / sqlite_file}"
         return url
 
 

@@ -79,6 +79,16 @@ def test_unreachable_database_is_a_clear_error_without_the_password(monkeypatch)
     assert "tiger-secret" not in str(err.value)
 
 
+def test_relative_sqlite_path_is_taken_from_the_project_root(tmp_path, monkeypatch) -> None:
+    src = source("sqlite:///var/upstream/flights.db")
+    assert src.resolve_url(tmp_path) == f"sqlite:///{tmp_path}/var/upstream/flights.db"
+    assert source("sqlite:////abs/f.db").resolve_url(tmp_path) == "sqlite:////abs/f.db"
+    monkeypatch.setenv("PLUMBER_TEST_URL", "postgresql://db/x")
+    assert source(None, default_url=None, url_env="PLUMBER_TEST_URL").resolve_url(tmp_path) == (
+        "postgresql://db/x"
+    )
+
+
 def test_password_in_params_is_refused() -> None:
     with pytest.raises(ValueError, match="holds a password"):
         source("postgresql://scott:tiger@db/x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,14 +27,14 @@ def safe_url(url: str) -> str:
 
 
 def read_sql(
-    name: str, source: SqlSource, *, since: Any, chunk_rows: int
+    name: str, source: SqlSource, *, since: Any, chunk_rows: int, root: Path | None = None
 ) -> Iterator[pd.DataFrame]:
     """Yield the rows whose watermark is at or past ``since``, in the database's order.
 
     ``>=`` rather than ``>``: rows committed later with the same watermark value as the
     last ones seen are not lost; collect drops the re-read duplicates.
     """
-    url = source.resolve_url()
+    url = source.resolve_url(root)
     engine = sa.create_engine(url)
     try:
         # stream_results: a server-side cursor where the driver has one, so memory
