@@ -55,6 +55,12 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
     for r in results:
         outcome = "ran" if r["ran"] else "skipped (unchanged)"
         print(f"  {r['stage']:<12}{outcome:<22}{r['seconds']:.1f}s")
+    metrics = paths.reports / "metrics.json"
+    if metrics.exists():
+        from tasks.evaluate import summary
+        from tasks.io import read_json
+
+        print(summary(read_json(metrics)))
     return 0
 
 

@@ -28,9 +28,11 @@ def _stage_task(name: str, params: Params) -> Any:
 @flow(name="plumber")
 def pipeline(root: str = ".") -> list[dict[str, Any]]:
     """Run the DVC stages; DVC skips those whose inputs did not change."""
+    from prefect.runtime import flow_run
+
     paths = Paths.at(root)
     params = load_params(paths.params)
     results: list[StageResult] = []
     for name in stage_order(paths.root):
-        results.append(_stage_task(name, params)(Path(paths.root), name))
+        results.append(_stage_task(name, params)(Path(paths.root), name, str(flow_run.id)))
     return [asdict(r) for r in results]

@@ -27,10 +27,19 @@ def stage_order(root: Path) -> list[str]:
         return [stage.addressing for stage in plan_repro(get_active_graph(repo.index.graph))]
 
 
-def reproduce_stage(root: Path, name: str) -> StageResult:
-    """Run one stage if DVC considers it changed; dvc.lock records it either way."""
+def reproduce_stage(root: Path, name: str, flow_run_id: str | None = None) -> StageResult:
+    """Run one stage if DVC considers it changed; dvc.lock records it either way.
+
+    The stage's process sees the flow run's id, so its MLflow run can name it.
+    """
+    import os
+
     from dvc.repo import Repo
 
+    from tasks.tracking import FLOW_RUN_ENV
+
+    if flow_run_id:
+        os.environ[FLOW_RUN_ENV] = flow_run_id
     start = time.perf_counter()
     with Repo(str(root)) as repo:
         ran = repo.reproduce(name, single_item=True)

@@ -147,6 +147,36 @@ class ValidateParams(_Strict):
     batch_rows: int = Field(default=200_000, gt=0, description="Rows checked at once (memory).")
 
 
+class FeaturizeParams(_Strict):
+    history_gap_minutes: float = Field(
+        default=30, ge=0, description="Other flights count only if known this long before."
+    )
+    test_days: int = Field(default=21, ge=1)
+    valid_days: int = Field(default=14, ge=1)
+    train_max_days: int | None = Field(default=None, ge=1)
+    min_category_count: int = Field(default=20, ge=1, description="Rarer values are 'unknown'.")
+
+
+class TrainParams(_Strict):
+    seed: int = 42
+    threads: int = Field(default=2, ge=1, description="torch threads; fixed for determinism")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    patience: int = Field(default=4, ge=1, description="epochs without a better valid PR-AUC")
+    hidden: list[int] = Field(default=[128, 64], min_length=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    max_embedding_dim: int = Field(default=8, ge=1)
+
+
+class EvaluateParams(_Strict):
+    min_precision: float = Field(default=0.6, gt=0, lt=1, description="the service requirement")
+    top_carriers: int = Field(default=5, ge=1, description="carriers with their own slice")
+    calibration_bins: int = Field(default=10, ge=2)
+
+
 class FlowParams(_Strict):
     collect_retries: int = Field(default=2, ge=0)
     collect_retry_delay_seconds: float = Field(default=10, ge=0)
@@ -157,6 +187,9 @@ class Params(_Strict):
 
     collect: CollectParams
     validate_: ValidateParams = Field(alias="validate", default_factory=ValidateParams)
+    featurize: FeaturizeParams = Field(default_factory=FeaturizeParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     flow: FlowParams = Field(default_factory=FlowParams)
 
 

@@ -52,6 +52,14 @@ class Paths:
         return self.root / "data" / "quarantine"
 
     @property
+    def features(self) -> Path:
+        return self.root / "data" / "features"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -62,6 +62,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     api = make_server(dest / "var/upstream/drop/weather", port=0)
     threading.Thread(target=api.serve_forever, daemon=True).start()
     params = yaml.safe_load((dest / "params.yaml").read_text())
+    # A few demo days: one for test, one for valid, the rest to train on; a short training.
+    params["featurize"].update(test_days=1, valid_days=1, min_category_count=1)
+    params["train"].update(epochs=2, hidden=[16])
     http = params["collect"]["sources"]["weather_api"]
     http.update(enabled=True, url=f"http://127.0.0.1:{api.server_address[1]}/weather")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -92,7 +95,9 @@ def md5_of_files(folder: Path) -> dict[str, list[str]]:
 
 def test_first_run_collects_every_source_kind(repo: Path) -> None:
     out = sh(repo, "plumber", "run").stdout
-    assert "collect     ran" in out and "validate    ran" in out
+    for stage in ("collect", "validate", "featurize", "train", "evaluate"):
+        assert f"{stage:<12}ran" in out, out
+    assert "hist_gradient_boosting" in out and "recall@P" in out  # the evaluation summary
     st = status(repo)
     assert st["watermarks"]["flights"] == "2013-01-04T05:00:00+00:00"
     assert (
@@ -109,9 +114,11 @@ def test_first_run_collects_every_source_kind(repo: Path) -> None:
     assert len(remote_objects(repo)) > 10
 
 
-def test_rerun_without_new_data_skips_validation(repo: Path) -> None:
+def test_rerun_without_new_data_skips_everything_after_collect(repo: Path) -> None:
     out = sh(repo, "plumber", "run").stdout
-    assert "collect     ran" in out and "validate    skipped (unchanged)" in out
+    assert "collect     ran" in out
+    for stage in ("validate", "featurize", "train", "evaluate"):
+        assert f"{stage:<12}skipped (unchanged)" in out, out
 
 
 def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:
@@ -122,20 +129,48 @@ def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:
     sh(repo, "dvc", "push")
     new = remote_objects(repo) - before
     files = md5_of_files(repo / "data")
+    for folder in ("models", "reports"):
+        for h, names in md5_of_files(repo / folder).items():
+            files.setdefault(h, []).extend(f"{folder}/{n}" for n in names)
     pushed = sorted(name for h in new for name in files.get(h, []))
-    assert pushed == sorted([
+    collected = [p for p in pushed if p.startswith(("raw/", "validated/"))]
+    assert collected == sorted([
         "raw/flights/2013-01-04.parquet", "raw/weather/2013-01-04.parquet",
         "raw/weather_api/2013-01-04.parquet", "raw/manifest.json",
         "validated/flights/2013-01-04.parquet", "validated/weather/2013-01-04.parquet",
         "validated/weather_api/2013-01-04.parquet",
     ])  # fmt: skip
+    # The new day moves the split: new features, a retrained model and its predictions.
+    assert {p.split("/")[0] for p in pushed} == {
+        "raw",
+        "validated",
+        "features",
+        "models",
+        "reports",
+    }
     assert all(h.endswith(".dir") for h in new if h not in files)  # the folder listings
 
 
 def test_plain_dvc_repro_runs_the_same_stages(repo: Path) -> None:
     out = sh(repo, "dvc", "repro").stdout
     assert "Running stage 'collect'" in out
-    assert "Stage 'validate' didn't change, skipping" in out
+    for stage in ("validate", "featurize", "train", "evaluate"):
+        assert f"Stage '{stage}' didn't change, skipping" in out
+
+
+def test_metrics_and_the_mlflow_run(repo: Path) -> None:
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics) >= {"model", "baselines", "slices", "threshold", "test_rows"}
+    assert set(metrics["baselines"]) == {
+        "majority",
+        "logistic_regression",
+        "hist_gradient_boosting",
+    }
+    assert set(metrics["slices"]["origin"]) == {"EWR", "JFK", "LGA"}
+    shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "recall_at_precision" in shown
+    run_id = json.loads((repo / "models/train.json").read_text())["run_id"]
+    assert (repo / "var/mlflow/mlflow.db").exists() and len(run_id) == 32
 
 
 def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path) -> None:

@@ -1,0 +1,241 @@
+"""Features known before a flight's scheduled departure, and their encoders.
+
+Pure functions over frames. Featurize builds the features with them, and the released
+model (a later step) packages the very same `Encoders`, so training and serving cannot
+drift apart.
+
+Time on a flight's day is counted in minutes after local midnight. A flight's outcome
+(delayed 15 minutes or more, or cancelled) becomes known at
+``known_at = min(actual departure, scheduled + 15)``: a flight that has not left 15
+minutes after its slot is a positive whether it leaves later or never. A same-day
+history feature of a flight uses only *other* flights whose outcome was known at least
+``history_gap_minutes`` before its scheduled departure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DELAY_MINUTES = 15
+LABEL = "delayed"
+
+CATEGORICAL = ["carrier", "origin", "dest", "month", "weekday", "sched_hour", "manufacturer"]
+WEATHER = [
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
+NUMERIC = [
+    "distance", "sched_minute_of_day", "day_of_year", *WEATHER, "plane_age", "seats", "engines",
+    "plane_legs_before", "plane_prev_dep_delay", "origin_known_flights", "origin_known_delay_rate",
+    "origin_recent_delay_rate", "carrier_known_delay_rate",
+]  # fmt: skip
+# Identify a row and place it in time; never features.
+META = ["year", "month_num", "day", "carrier_code", "flight", "origin_code", "date", "tailnum"]
+
+
+def label(flights: pd.DataFrame) -> pd.Series:
+    """Delayed 15 minutes or more at departure, or cancelled (no departure)."""
+    return (flights["dep_delay"].isna() | (flights["dep_delay"] >= DELAY_MINUTES)).astype("int8")
+
+
+def outcome_known_at(flights: pd.DataFrame) -> pd.Series:
+    """Minutes after local midnight when the flight's label became known."""
+    sched = flights["hour"] * 60 + flights["minute"]
+    departed = sched + flights["dep_delay"]  # NaN when cancelled
+    return np.minimum(departed.fillna(np.inf), sched + DELAY_MINUTES)
+
+
+def _known_before(
+    frame: pd.DataFrame, group: list[str], cutoff: pd.Series, known: pd.Series, positive: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """Per row: how many other rows of its group were known by ``cutoff``, and how many
+    of those were positive. Sorted known times plus searchsorted: O(n log n)."""
+    count = np.zeros(len(frame))
+    hits = np.zeros(len(frame))
+    for _, idx in frame.groupby(group, sort=False).indices.items():
+        known_g = known.to_numpy()[idx]
+        by_time = np.argsort(known_g, kind="stable")
+        cum_pos = np.concatenate([[0], np.cumsum(positive.to_numpy()[idx][by_time])])
+        n = np.searchsorted(known_g[by_time], cutoff.to_numpy()[idx], side="right")
+        count[idx], hits[idx] = n, cum_pos[n]
+    # A flight that left early enough would count itself: take it out.
+    own = (known <= cutoff).to_numpy()
+    count -= own
+    hits -= own & positive.to_numpy().astype(bool)
+    return pd.Series(count, index=frame.index), pd.Series(hits, index=frame.index)
+
+
+def history_features(flights: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
+    """Same-day history of the origin airport, the carrier and the plane."""
+    f = flights
+    sched = f["hour"] * 60 + f["minute"]
+    cutoff = sched - gap_minutes
+    known = outcome_known_at(f)
+    positive = label(f)
+    day = [f["year"], f["month"], f["day"]]
+    f = f.assign(_y=f["year"], _m=f["month"], _d=f["day"])
+    n_origin, pos_origin = _known_before(f, ["_y", "_m", "_d", "origin"], cutoff, known, positive)
+    n_carrier, pos_carrier = _known_before(
+        f, ["_y", "_m", "_d", "carrier"], cutoff, known, positive
+    )
+    recent = f.assign(_window=known.where(known >= cutoff - 120, np.inf))
+    n_recent, pos_recent = _known_before(
+        recent, ["_y", "_m", "_d", "origin"], cutoff, recent["_window"], positive
+    )
+    out = pd.DataFrame(index=f.index)
+    out["origin_known_flights"] = n_origin
+    out["origin_known_delay_rate"] = (pos_origin / n_origin).where(n_origin > 0)
+    out["origin_recent_delay_rate"] = (pos_recent / n_recent).where(n_recent > 0)
+    out["carrier_known_delay_rate"] = (pos_carrier / n_carrier).where(n_carrier > 0)
+    out[["plane_legs_before", "plane_prev_dep_delay"]] = _plane_history(f, sched, cutoff, day)
+    return out
+
+
+def _plane_history(
+    f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series, day: list[pd.Series]
+) -> pd.DataFrame:
+    """The plane's earlier scheduled legs today (the schedule is public), and the
+    departure delay of its latest leg that had actually left by the cutoff."""
+    legs = pd.DataFrame(
+        {"tail": f["tailnum"], "y": day[0], "m": day[1], "d": day[2], "sched": sched,
+         "departed": sched + f["dep_delay"], "delay": f["dep_delay"], "cutoff": cutoff},
+        index=f.index,
+    ).dropna(subset=["tail"])  # fmt: skip
+    legs = legs.sort_values(["tail", "y", "m", "d", "sched"], kind="stable")
+    same_plane_day = legs.groupby(["tail", "y", "m", "d"], sort=False)
+    before = same_plane_day.cumcount().astype(float)
+    prev_delay = pd.Series(np.nan, index=legs.index)
+    # Walk back over up to 3 earlier legs: the latest one that had left by the cutoff.
+    for back in (3, 2, 1):
+        departed = same_plane_day["departed"].shift(back)
+        delay = same_plane_day["delay"].shift(back)
+        usable = departed.notna() & (departed <= legs["cutoff"])
+        prev_delay = prev_delay.where(~usable, delay)
+    out = pd.DataFrame({"plane_legs_before": before, "plane_prev_dep_delay": prev_delay})
+    return out.reindex(f.index)
+
+
+def build_features(
+    flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame, gap_minutes: float
+) -> pd.DataFrame:
+    """One row per flight: META, CATEGORICAL, NUMERIC and the LABEL, nothing else.
+
+    No post-departure column (dep_time, dep_delay, arr_*, air_time) is a feature of its
+    own row; they enter only through other flights' known outcomes.
+    """
+    f = flights.reset_index(drop=True)
+    local_date = pd.to_datetime(f[["year", "month", "day"]])
+    wx = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])[
+        WEATHER
+    ]
+    joined_wx = wx.reindex(pd.MultiIndex.from_arrays([f["origin"], f["time_hour"]])).reset_index(
+        drop=True
+    )
+    plane = planes.drop_duplicates("tailnum").set_index("tailnum")
+    joined_plane = plane.reindex(f["tailnum"]).reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "year": f["year"], "month_num": f["month"], "day": f["day"],
+            "carrier_code": f["carrier"], "flight": f["flight"], "origin_code": f["origin"],
+            "date": local_date.dt.strftime("%Y-%m-%d"), "tailnum": f["tailnum"],
+            "carrier": f["carrier"], "origin": f["origin"], "dest": f["dest"],
+            "month": f["month"].astype(str), "weekday": local_date.dt.dayofweek.astype(str),
+            "sched_hour": f["hour"].astype(str),
+            "manufacturer": joined_plane["manufacturer"].astype("string"),
+            "distance": f["distance"], "sched_minute_of_day": f["hour"] * 60 + f["minute"],
+            "day_of_year": local_date.dt.dayofyear,
+            "plane_age": f["year"] - joined_plane["year"], "seats": joined_plane["seats"],
+            "engines": joined_plane["engines"],
+        }
+    )  # fmt: skip
+    out = pd.concat([out, joined_wx, history_features(f, gap_minutes)], axis=1)
+    out[LABEL] = label(f)
+    out[NUMERIC] = out[NUMERIC].astype("float64")
+    return out[[*META, *CATEGORICAL, *NUMERIC, LABEL]]
+
+
+def split_by_days(
+    features: pd.DataFrame, test_days: int, valid_days: int, train_max_days: int | None
+) -> dict[str, pd.DataFrame]:
+    """Newest `test_days` days for test, the `valid_days` before for valid, the rest
+    (at most `train_max_days`, the newest) for train."""
+    days = sorted(features["date"].unique())
+    if len(days) < test_days + valid_days + 1:
+        raise ValueError(
+            f"{len(days)} days of data; featurize.test_days + valid_days need at least "
+            f"{test_days + valid_days + 1}"
+        )
+    test = days[-test_days:]
+    valid = days[-test_days - valid_days : -test_days]
+    train = days[: -test_days - valid_days]
+    if train_max_days:
+        train = train[-train_max_days:]
+    return {
+        name: features[features["date"].isin(chosen)].reset_index(drop=True)
+        for name, chosen in (("train", train), ("valid", valid), ("test", test))
+    }
+
+
+@dataclass
+class Encoders:
+    """Vocabularies and scalers fitted on train rows only; plain JSON when saved."""
+
+    vocab: dict[str, list[str]] = field(default_factory=dict)  # index 0 = unknown
+    median: dict[str, float] = field(default_factory=dict)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, min_count: int = 1) -> Encoders:
+        enc = cls()
+        for col in CATEGORICAL:
+            counts = train[col].astype("string").value_counts(dropna=True)
+            enc.vocab[col] = sorted(counts[counts >= min_count].index.astype(str))
+        for col in NUMERIC:
+            values = train[col].astype("float64")
+            median = float(values.median()) if values.notna().any() else 0.0
+            filled = values.fillna(median)
+            enc.median[col] = median
+            enc.mean[col] = float(filled.mean())
+            enc.std[col] = float(filled.std()) or 1.0
+        return enc
+
+    def cardinalities(self) -> list[int]:
+        return [len(self.vocab[c]) + 1 for c in CATEGORICAL]
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(codes int64 [n, n_categorical], numeric float32 [n, n_numeric + missing flags])."""
+        codes = np.stack([_codes(frame[c], self.vocab[c]) for c in CATEGORICAL], axis=1).astype(
+            np.int64
+        )
+        numeric = []
+        missing = []
+        for col in NUMERIC:
+            values = frame[col].astype("float64")
+            missing.append(values.isna().to_numpy(dtype=np.float32))
+            scaled = (values.fillna(self.median[col]) - self.mean[col]) / self.std[col]
+            numeric.append(scaled.to_numpy(dtype=np.float32))
+        return codes, np.stack(numeric + missing, axis=1).astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Encoders:
+        return cls(**data)
+
+
+def _codes(values: pd.Series, vocab: list[str]) -> np.ndarray:
+    lookup = {v: i + 1 for i, v in enumerate(vocab)}
+    return values.astype("string").map(lookup).fillna(0).to_numpy(dtype=np.int64)

@@ -1,0 +1,98 @@
+"""The delay model: embeddings for the categorical features, an MLP over everything.
+
+A checkpoint is a dict {"config": ModelConfig as a dict, "state_dict": tensors}, so a
+model can be rebuilt from the file alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cardinalities: list[int]  # per categorical feature, including the 'unknown' index 0
+    n_numeric: int  # numeric features plus their missing-value flags
+    max_embedding_dim: int = 8
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+    # Training weighs positives by pos_weight, which multiplies the learnt odds by it;
+    # adding -log(pos_weight) to the logit turns them back into calibrated odds.
+    logit_offset: float = 0.0
+
+    def embedding_dims(self) -> list[int]:
+        # A common rule of thumb: grow with the vocabulary, capped.
+        return [min(self.max_embedding_dim, (n + 1) // 2) for n in self.cardinalities]
+
+
+class DelayModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(n, d)
+            for n, d in zip(config.cardinalities, config.embedding_dims(), strict=True)
+        )
+        width = sum(config.embedding_dims()) + config.n_numeric
+        layers: list[nn.Module] = []
+        for size in config.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """codes [batch, n_categorical] int64, numeric [batch, n_numeric] -> logits [batch].
+
+        The logits of training (weighted), without the calibration offset."""
+        embedded = [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([*embedded, numeric], dim=1)).squeeze(1)
+
+    @torch.no_grad()
+    def predict_proba(
+        self, codes: torch.Tensor, numeric: torch.Tensor, batch: int = 65536
+    ) -> torch.Tensor:
+        """Calibrated probabilities of a delay, in batches, on the model's device."""
+        self.eval()
+        device = next(self.parameters()).device
+        out = [
+            torch.sigmoid(
+                self(codes[i : i + batch].to(device), numeric[i : i + batch].to(device))
+                + self.config.logit_offset
+            ).cpu()
+            for i in range(0, len(codes), batch)
+        ]
+        return torch.cat(out) if out else torch.empty(0)
+
+
+def save_checkpoint(model: DelayModel, path: Path) -> None:
+    from tasks.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> DelayModel:
+    data: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
+    model = DelayModel(ModelConfig(**data["config"]))
+    model.load_state_dict(data["state_dict"])
+    return model.eval()
+
+
+def pick_device(setting: str) -> torch.device:
+    """'auto': CUDA when present, else CPU; or exactly what params ask for."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def make_deterministic(seed: int, threads: int) -> None:
+    """Same inputs and params -> bit-identical weights on CPU."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)

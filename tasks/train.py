@@ -1,0 +1,132 @@
+"""Train: the delay model on the train window, early-stopped on valid, tracked in MLflow.
+
+    models/model.pt      checkpoint: the model config beside the weights
+    models/train.json    the MLflow run id and what training did (read by evaluate)
+
+Both are written to a temporary name and renamed, model first: a training killed at any
+point leaves the previous outputs whole, and the next run simply runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import Params, load_params
+from tasks.features import LABEL, Encoders
+from tasks.io import read_json, write_json
+from tasks.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+def load_split(paths: Paths, name: str) -> pd.DataFrame:
+    return pd.read_parquet(paths.features / f"{name}.parquet")
+
+
+def tensors(frame: pd.DataFrame, encoders: Encoders):  # -> Tensors (torch imported lazily)
+    from tasks.training import Tensors
+
+    codes, numeric = encoders.transform(frame)
+    return Tensors.from_arrays(codes, numeric, frame[LABEL].to_numpy(dtype=np.float32))
+
+
+def run(params: Params, paths: Paths) -> dict[str, Any]:
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import Metric
+
+    from tasks import tracking
+    from tasks.model import ModelConfig, save_checkpoint
+    from tasks.training import FitSettings, fit, positive_weight
+
+    cfg = params.train
+    encoders = Encoders.from_json(read_json(paths.features / "encoders.json"))
+    frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
+    train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)
+    config = ModelConfig(
+        cardinalities=encoders.cardinalities(),
+        n_numeric=int(train.numeric.shape[1]),
+        max_embedding_dim=cfg.max_embedding_dim,
+        hidden=list(cfg.hidden),
+        dropout=cfg.dropout,
+    )
+    settings = FitSettings(**{k: getattr(cfg, k) for k in FitSettings.__dataclass_fields__})
+
+    experiment = tracking.start(paths)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(experiment_id=experiment) as active:
+        run_id = active.info.run_id
+        mlflow.log_params(
+            tracking.flatten(
+                {"train": cfg.model_dump(), "featurize": params.featurize.model_dump()}
+            )
+        )
+        mlflow.log_params(tracking.flatten({"model": asdict(config)}))
+        mlflow.set_tags(tracking.lineage_tags(paths, inputs_of="featurize"))
+        for name, frame in frames.items():
+            with warnings.catch_warnings():
+                # MLflow warns that two source classes match a local path, and hints about
+                # integer columns in the schema it infers; neither applies to a logged input.
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = from_pandas(
+                    frame, source=str(paths.features / f"{name}.parquet"), targets=LABEL, name=name
+                )
+                context = {"train": "training", "valid": "validation"}.get(name, "testing")
+                mlflow.log_input(dataset, context=context)
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            stamp = int(time.time() * 1000)
+            batch = [Metric(k, v, stamp, epoch) for k, v in metrics.items()]
+            client.log_batch(run_id, metrics=batch, synchronous=False)  # off the training path
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+        started = time.perf_counter()
+        result = fit(train, valid, config, settings, on_epoch=log_epoch)
+        seconds = time.perf_counter() - started
+        mlflow.flush_async_logging()
+        summary = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "train_seconds": round(seconds, 2),
+            "pos_weight": round(positive_weight(train.y), 6),
+            "device": str(next(result.model.parameters()).device),
+        }
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": seconds})
+        save_checkpoint(result.model.cpu(), paths.models / "model.pt")
+        mlflow.log_artifact(str(paths.models / "model.pt"), artifact_path="model")
+        mlflow.log_artifact(str(paths.features / "encoders.json"), artifact_path="model")
+    info = {"run_id": run_id, "experiment_id": experiment, **summary,
+            "rows": {name: len(frame) for name, frame in frames.items()}}  # fmt: skip
+    write_json(paths.models / "train.json", info)
+    log.info("trained in %.1fs, best epoch %d; MLflow run %s", seconds, result.best_epoch, run_id)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from tasks.cli_support import run_step
+
+    argparse.ArgumentParser(
+        prog="python -m tasks.train", description=__doc__.split("\n")[0]
+    ).parse_args(argv)
+
+    def step() -> None:
+        paths = Paths.at()
+        run(load_params(paths.params), paths)
+
+    return run_step(step)
+
+
+if __name__ == "__main__":
+    # Run the importable module, not __main__, so log records read "tasks.train".
+    from tasks import train
+
+    raise SystemExit(train.main())
