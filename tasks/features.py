@@ -150,11 +150,11 @@ def build_features(
             "carrier_code": f["carrier"], "flight": f["flight"], "origin_code": f["origin"],
             "date": local_date.dt.strftime("%Y-%m-%d"), "tailnum": f["tailnum"],
             "carrier": f["carrier"], "origin": f["origin"], "dest": f["dest"],
-            "month": f["month"].astype(str), "weekday": local_date.dt.dayofweek.astype(str),
+            "month": f["month"].astype(str), "weekday": local_date.dt.day_of_week.astype(str),
             "sched_hour": f["hour"].astype(str),
             "manufacturer": joined_plane["manufacturer"].astype("string"),
             "distance": f["distance"], "sched_minute_of_day": f["hour"] * 60 + f["minute"],
-            "day_of_year": local_date.dt.dayofyear,
+            "day_of_year": local_date.dt.day_of_year,
             "plane_age": f["year"] - joined_plane["year"], "seats": joined_plane["seats"],
             "engines": joined_plane["engines"],
         }

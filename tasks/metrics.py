@@ -34,10 +34,11 @@ def choose_threshold(y: np.ndarray, proba: np.ndarray, min_precision: float) -> 
     if y.sum() == 0:
         return NEVER
     precision, recall, thresholds = precision_recall_curve(y, proba)
-    ok = precision[:-1] >= min_precision  # the last point has no threshold
-    if not ok.any():
+    ok = np.flatnonzero(precision[:-1] >= min_precision)  # the last point has no threshold
+    if not len(ok):
         return NEVER
-    best = np.flatnonzero(ok)[np.argmax(recall[:-1][ok])]
+    # Of the thresholds with the best recall, the highest: same recall, better precision.
+    best = ok[recall[ok] == recall[ok].max()].max()
     return float(thresholds[best])
 
 

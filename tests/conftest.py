@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,20 @@ from tasks.paths import Paths
 from tests.factories import MiniProject
 
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow() -> Iterator[None]:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: undo both after a test,
+    so one test's store never leaks into another's (or into its subprocesses)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def services_required() -> bool:

@@ -1,0 +1,135 @@
+"""Features on hand-built rows: joins, no leakage, the history gap, the split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.features import (
+    CATEGORICAL,
+    LABEL,
+    NUMERIC,
+    Encoders,
+    build_features,
+    history_features,
+    outcome_known_at,
+    split_by_days,
+)
+
+
+def flights(rows: list[dict]) -> pd.DataFrame:
+    base = {"year": 2013, "month": 3, "day": 1, "minute": 0, "carrier": "AA", "origin": "EWR",
+            "dest": "ATL", "tailnum": None, "distance": 700.0}  # fmt: skip
+    frame = pd.DataFrame([{**base, "flight": i + 1, **r} for i, r in enumerate(rows)])
+    local = pd.to_datetime(frame[["year", "month", "day", "hour"]]).dt.tz_localize(
+        "America/New_York"
+    )
+    frame["time_hour"] = local.dt.tz_convert("UTC")
+    for col in ("dep_time", "arr_time", "arr_delay", "air_time"):
+        frame[col] = frame.get(col, np.nan)
+    return frame
+
+
+WEATHER = pd.DataFrame({
+    "origin": ["EWR", "EWR", "JFK"],
+    "time_hour": pd.to_datetime(["2013-03-01 13:00", "2013-03-01 14:00", "2013-03-01 13:00"], utc=True),
+    **{c: [1.0, 2.0, 3.0] for c in ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust",
+                                     "precip", "pressure", "visib")},
+})  # fmt: skip
+PLANES = pd.DataFrame({"tailnum": ["N1"], "year": [2003], "manufacturer": ["BOEING"], "seats": [150],
+                       "engines": [2]})  # fmt: skip
+
+
+def test_joins_weather_at_the_scheduled_hour_and_the_plane() -> None:
+    f = flights([{"hour": 8, "dep_delay": 0.0, "tailnum": "N1"}, {"hour": 9, "dep_delay": 0.0}])
+    out = build_features(f, WEATHER, PLANES, gap_minutes=30)
+    # 08:00 EST is 13:00 UTC: the first EWR row; 09:00 -> 14:00 UTC: the second.
+    assert out["temp"].tolist() == [1.0, 2.0]
+    assert out["plane_age"].tolist()[0] == 10 and np.isnan(out["plane_age"].tolist()[1])
+    assert out.loc[0, "manufacturer"] == "BOEING" and out.loc[0, "seats"] == 150
+    assert list(out.columns[-1:]) == [LABEL]
+
+
+def test_label_is_delayed_15_or_cancelled() -> None:
+    f = flights(
+        [
+            {"hour": 8, "dep_delay": 14.0},
+            {"hour": 8, "dep_delay": 15.0},
+            {"hour": 8, "dep_delay": np.nan},
+        ]
+    )
+    assert build_features(f, WEATHER, PLANES, 30)[LABEL].tolist() == [0, 1, 1]
+
+
+def test_own_post_departure_columns_never_change_own_features() -> None:
+    rows = [
+        {"hour": h, "dep_delay": d, "tailnum": "N1"} for h, d in [(6, 40.0), (8, -20.0), (10, 5.0)]
+    ]
+    base = build_features(flights(rows), WEATHER, PLANES, 30)
+    for change in ({"dep_delay": 300.0}, {"dep_delay": -45.0}, {"dep_delay": np.nan},
+                   {"dep_time": 1234.0, "arr_time": 99.0, "arr_delay": 500.0, "air_time": 1.0}):  # fmt: skip
+        changed = flights([{**rows[1], **change} if i == 1 else r for i, r in enumerate(rows)])
+        out = build_features(changed, WEATHER, PLANES, 30)
+        cols = [*CATEGORICAL, *NUMERIC]
+        pd.testing.assert_frame_equal(out.loc[[1], cols], base.loc[[1], cols])
+
+
+def test_history_uses_only_outcomes_known_a_gap_before() -> None:
+    # Flight 0 leaves 06:00 sharp: known at 360 min. Flight 1 is scheduled 06:30 (cutoff 360
+    # with a 30 min gap): it sees flight 0. Flight 2 at 06:29 (cutoff 359) does not.
+    f = flights([{"hour": 6, "dep_delay": 0.0}, {"hour": 6, "minute": 30, "dep_delay": 0.0},
+                 {"hour": 6, "minute": 29, "dep_delay": 0.0}])  # fmt: skip
+    hist = history_features(f, gap_minutes=30)
+    assert hist["origin_known_flights"].tolist() == [0, 1, 0]
+
+
+def test_early_departure_does_not_count_itself() -> None:
+    f = flights([{"hour": 9, "dep_delay": -43.0}])  # left 43 min early: known before its own cutoff
+    assert outcome_known_at(f).tolist() == [9 * 60 - 43]
+    assert history_features(f, gap_minutes=30)["origin_known_flights"].tolist() == [0]
+
+
+def test_cancelled_flight_is_known_15_minutes_after_its_slot() -> None:
+    f = flights([{"hour": 6, "dep_delay": np.nan}, {"hour": 7, "dep_delay": 0.0}])
+    assert outcome_known_at(f).tolist() == [375, 420]
+    hist = history_features(f, gap_minutes=30)
+    assert hist.loc[1, "origin_known_delay_rate"] == 1.0  # the cancellation, known at 06:15
+
+
+def test_plane_previous_leg_only_once_it_left() -> None:
+    f = flights([{"hour": 6, "dep_delay": 50.0, "tailnum": "N1"}, {"hour": 7, "dep_delay": 0.0, "tailnum": "N1"},
+                 {"hour": 9, "dep_delay": 0.0, "tailnum": "N1"}])  # fmt: skip
+    hist = history_features(f, gap_minutes=30)
+    # Leg 1 (07:00, cutoff 06:30): leg 0 left at 06:50, too late to know. Leg 2 sees leg 1.
+    assert (
+        np.isnan(hist.loc[1, "plane_prev_dep_delay"]) and hist.loc[2, "plane_prev_dep_delay"] == 0.0
+    )
+    assert hist["plane_legs_before"].tolist() == [0, 1, 2]
+
+
+def test_split_boundaries() -> None:
+    days = [f"2013-03-{d:02d}" for d in range(1, 11)]
+    frame = pd.DataFrame({"date": np.repeat(days, 2), LABEL: 0})
+    parts = split_by_days(frame, test_days=2, valid_days=3, train_max_days=4)
+    assert sorted(parts["test"]["date"].unique()) == days[8:]
+    assert sorted(parts["valid"]["date"].unique()) == days[5:8]
+    assert sorted(parts["train"]["date"].unique()) == days[1:5]  # the newest 4 of the rest
+    with pytest.raises(ValueError, match="10 days of data"):
+        split_by_days(frame, test_days=8, valid_days=3, train_max_days=None)
+
+
+def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
+    f = flights([{"hour": 8 + i % 3, "dep_delay": 0.0, "carrier": c} for i, c in enumerate("AAB")])
+    train = build_features(f, WEATHER, PLANES, 30)
+    enc = Encoders.fit(train)
+    assert enc.vocab["carrier"] == ["A", "B"]
+    other = train.assign(carrier="Z", distance=np.nan)
+    codes, numeric = enc.transform(other)
+    assert (codes[:, CATEGORICAL.index("carrier")] == 0).all()  # unseen -> 'unknown'
+    assert (
+        numeric.shape == (3, 2 * len(NUMERIC))
+        and numeric[:, len(NUMERIC) + NUMERIC.index("distance")].all()
+    )
+    again = Encoders.from_json(enc.to_json())
+    assert np.array_equal(again.transform(train)[1], enc.transform(train)[1])

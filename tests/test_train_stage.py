@@ -1,0 +1,161 @@
+"""The train and evaluate stages in a temporary project: MLflow contents, outputs, a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tasks.features import CATEGORICAL, LABEL, META, NUMERIC, Encoders
+from tasks.io import read_json, write_json, write_parquet
+
+ROOT = Path(__file__).parents[1]
+
+
+def features(days: list[str], per_day: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(days) * per_day
+    frame = pd.DataFrame({
+        "year": 2013, "month_num": 3, "day": 1, "carrier_code": rng.choice(["AA", "UA", "DL"], n),
+        "flight": np.arange(n), "origin_code": rng.choice(["EWR", "JFK", "LGA"], n),
+        "date": np.repeat(days, per_day), "tailnum": "N1",
+    })  # fmt: skip
+    for col in CATEGORICAL:
+        frame[col] = rng.choice(["a", "b", "c"], n)
+    frame["carrier"], frame["origin"] = frame["carrier_code"], frame["origin_code"]
+    for col in NUMERIC:
+        frame[col] = rng.normal(size=n)
+    frame.loc[rng.random(n) < 0.1, "wind_gust"] = np.nan
+    logit = 2.0 * frame["origin_known_delay_rate"] + (frame["carrier"] == "UA") - 1.0
+    frame[LABEL] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int8")
+    return frame[[*META, *CATEGORICAL, *NUMERIC, LABEL]]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=3, hidden=[16], batch_size=128)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    splits = {
+        "train": [f"2013-03-{d:02d}" for d in range(1, 9)],
+        "valid": ["2013-03-09"],
+        "test": ["2013-03-10"],
+    }
+    frames = {name: features(days, 300, seed=i) for i, (name, days) in enumerate(splits.items())}
+    for name, frame in frames.items():
+        write_parquet(tmp_path / "data/features" / f"{name}.parquet", frame)
+    write_json(tmp_path / "data/features/encoders.json", Encoders.fit(frames["train"]).to_json())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PLUMBER_FLOW_RUN_ID", "flow-run-123")
+    return tmp_path
+
+
+def test_train_and_evaluate_record_everything(project: Path) -> None:
+    import mlflow
+
+    from tasks import evaluate, train
+    from tasks.config import load_params
+    from tasks.paths import Paths
+
+    paths = Paths.at(project)
+    params = load_params(paths.params)
+    info = train.run(params, paths)
+    report = evaluate.run(params, paths)
+
+    assert (project / "models/model.pt").exists() and read_json(
+        project / "models/train.json"
+    ) == info
+    run = mlflow.MlflowClient().get_run(info["run_id"])
+    assert run.data.params["train.lr"] == "0.002" and run.data.params["model.hidden"] == "[16]"
+    assert run.data.params["featurize.history_gap_minutes"] == "30.0"
+    assert {"train_loss", "valid_pr_auc", "valid_log_loss", "test.model.recall_at_precision",
+            "test.hist_gradient_boosting.pr_auc"} <= set(run.data.metrics)  # fmt: skip
+    history = mlflow.MlflowClient().get_metric_history(info["run_id"], "train_loss")
+    assert [m.step for m in history] == list(range(1, info["epochs_run"] + 1))
+    tags = run.data.tags
+    assert tags["prefect.flow_run_id"] == "flow-run-123"
+    assert tags["git.commit"] and tags["git.dirty"] in ("True", "False")
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "valid", "test"} and all(
+        d.dataset.digest for d in inputs.values()
+    )
+    assert run.info.artifact_uri.startswith((project / "var/mlflow/artifacts").as_uri())
+    assert not (project / "mlruns").exists()
+
+    # The shape tools rely on, every block on the same test rows.
+    assert set(report) >= {"model", "baselines", "slices", "threshold", "test_rows"}
+    blocks = [report["model"], *report["baselines"].values()]
+    assert {b["rows"] for b in blocks} == {report["test_rows"]} == {300}
+    assert len({b["positives"] for b in blocks}) == 1
+    for key in (
+        "recall_at_precision",
+        "precision",
+        "recall",
+        "pr_auc",
+        "roc_auc",
+        "log_loss",
+        "brier",
+        "ece",
+        "accuracy",
+    ):
+        assert all(key in b for b in blocks)
+    assert report["baselines"]["majority"]["recall_at_precision"] == 0.0
+    assert set(report["slices"]["origin"]) == {"EWR", "JFK", "LGA"}
+    assert {p.name for p in (project / "reports/plots").iterdir()} >= {
+        "pr",
+        "calibration",
+        "confusion.csv",
+        "pr_curves.png",
+    }
+    predictions = pd.read_parquet(project / "reports/test_predictions.parquet")
+    assert len(predictions) == 300 and predictions["proba"].between(0, 1).all()
+
+
+def train_process(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "tasks.train"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_training_leaves_the_previous_outputs_and_the_next_run_completes(
+    project: Path,
+) -> None:
+    assert train_process(project).wait(timeout=300) == 0
+    before = {p.name: p.read_bytes() for p in (project / "models").iterdir()}
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(epochs=200, patience=200, seed=5)  # long enough to be killed in
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = train_process(project)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "epoch 2:" not in proc.stderr.readline():
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = {p.name: p.read_bytes() for p in (project / "models").iterdir()}
+    assert after == before, "a killed training changed or half-wrote its outputs"
+
+    params["train"].update(epochs=3, patience=4)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert train_process(project).wait(timeout=300) == 0
+    assert (
+        read_json(project / "models/train.json")["run_id"]
+        != read_json_bytes(before["train.json"])["run_id"]
+    )
+
+
+def read_json_bytes(data: bytes) -> dict:
+    import json
+
+    return json.loads(data)
