@@ -85,12 +85,14 @@ def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> No
     valid = tensors(load_split(paths, "valid"), encoders)  # type: ignore[arg-type]
     config = ModelConfig(
         cardinalities=encoders.cardinalities(), n_numeric=int(train.numeric.shape[1]),
-        max_embedding_dim=params.max_embedding_dim, hidden=list(params.hidden), dropout=params.dropout,
+        max_embedding_dim=params.max_embedding_dim, hidden=list(params.hidden),
+        dropout=params.dropout,
     )  # fmt: skip
     # Early stopping off: both loops run the same number of epochs.
     settings = FitSettings(
         seed=params.seed, threads=params.threads, device="cpu", epochs=epochs,
-        batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay, patience=epochs,
+        batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
+        patience=epochs,
     )  # fmt: skip
     # Warm up both paths once (first-call allocations and lazy imports), then alternate
     # the two so drift on a shared machine hits both alike; compare the medians.
@@ -102,8 +104,10 @@ def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> No
         bare.append(bare_loop(train, config, settings))
         real.append(real_step(train, valid, config, settings, store / f"round-{round_}"))
     b, r = statistics.median(bare), statistics.median(real)
-    print(f"training rows {len(train):,}, batch {settings.batch_size}, {epochs} epochs x {repeats} rounds, "
-          f"{params.threads} threads")  # fmt: skip
+    print(
+        f"training rows {len(train):,}, batch {settings.batch_size}, "
+        f"{epochs} epochs x {repeats} rounds, {params.threads} threads"
+    )
     print(f"  bare loop (forward, backward, step)      {b:12,.0f} samples/s (median)")
     print(f"  real step (+ valid scoring, MLflow on)   {r:12,.0f} samples/s (median)")
     print(f"  ratio: {r / b:.2f}  (goal >= 0.90)")

@@ -138,6 +138,8 @@ def _canonical_order(
 
 def spool_by_day(batch: pd.DataFrame, days: pd.Series) -> Iterator[tuple[str, pa.Table]]:
     """The batch as one Arrow table, cut into one slice per day (in day order)."""
+    if batch.empty:  # a header-only file: nothing to spool
+        return
     order = np.argsort(days.to_numpy(dtype=object), kind="stable")
     table = pa.Table.from_pandas(batch, preserve_index=False).take(order)
     names, starts = np.unique(days.to_numpy(dtype=object)[order], return_index=True)

@@ -18,7 +18,7 @@ from tasks.config import load_params
 from tasks.io import read_json
 from tasks.paths import Paths
 from tasks.sources import SourceError
-from tests.factories import MiniProject, file_bytes, flight_rows
+from tests.factories import MiniProject, file_bytes, flight_rows, weather_rows
 
 DAY = dt.date(2013, 3, 1)
 KEY = ["k"]
@@ -214,6 +214,14 @@ def test_bad_file_can_be_skipped_and_is_retried(project: MiniProject) -> None:
     project.drop_weather(DAY + dt.timedelta(days=1))  # the upload completes
     weather = run(project)["sources"]["weather"]
     assert weather["rows"] == 144 and weather["skipped_files"] == {}
+
+
+def test_a_header_only_file_adds_nothing_and_is_seen(project: MiniProject) -> None:
+    project.drop_weather(DAY)
+    project.drop_weather(DAY + dt.timedelta(days=1), weather_rows(DAY).iloc[0:0])  # no rows that day
+    weather = run(project)["sources"]["weather"]
+    assert weather["rows"] == 72 and list(weather["partitions"]) == ["2013-03-01.parquet"]
+    assert "weather_2013-03-02.csv" in weather["files_seen"]
 
 
 def test_unknown_source_name(project: MiniProject) -> None:
