@@ -36,6 +36,10 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/collect.py
+	$(BIN)/python bench/train.py
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf var/ data/ reports/
+	rm -rf var/ data/ reports/ models/
