@@ -27,7 +27,7 @@ import pandas as pd
 from tasks.baselines import BASELINES
 from tasks.config import EvaluateParams, Params, load_params
 from tasks.features import LABEL, Encoders
-from tasks.io import read_json, replace_dir, write_json, write_parquet
+from tasks.io import read_json, replace_dir, require, write_json, write_parquet
 from tasks.metrics import choose_threshold, metric_block, recall_at_precision
 from tasks.paths import Paths
 
@@ -78,8 +78,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from tasks.model import load_checkpoint
 
     cfg = params.evaluate
-    trained = read_json(paths.models / "train.json")
-    encoders = Encoders.from_json(read_json(paths.features / "encoders.json"))
+    trained = read_json(require(paths.models / "train.json", "train"))
+    encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
+    require(paths.models / "model.pt", "train")
     frames = {
         n: pd.read_parquet(paths.features / f"{n}.parquet") for n in ("train", "valid", "test")
     }

@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.cli_support import StepError
+
 T = TypeVar("T")
 
 
@@ -38,6 +40,13 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_json(target: Path, data: Any) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def require(path: Path, made_by: str) -> Path:
+    """The path, or a clear error naming the stage that makes it."""
+    if not path.exists():
+        raise StepError(f"{path} is missing: run the {made_by} stage first (dvc repro {made_by})")
+    return path
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from tasks.config import Params, load_params
 from tasks.features import LABEL, Encoders
-from tasks.io import read_json, write_json
+from tasks.io import read_json, require, write_json
 from tasks.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from tasks.training import FitSettings, fit, positive_weight
 
     cfg = params.train
-    encoders = Encoders.from_json(read_json(paths.features / "encoders.json"))
+    encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
     frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
     train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)
     config = ModelConfig(

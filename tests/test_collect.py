@@ -218,7 +218,9 @@ def test_bad_file_can_be_skipped_and_is_retried(project: MiniProject) -> None:
 
 def test_a_header_only_file_adds_nothing_and_is_seen(project: MiniProject) -> None:
     project.drop_weather(DAY)
-    project.drop_weather(DAY + dt.timedelta(days=1), weather_rows(DAY).iloc[0:0])  # no rows that day
+    project.drop_weather(
+        DAY + dt.timedelta(days=1), weather_rows(DAY).iloc[0:0]
+    )  # no rows that day
     weather = run(project)["sources"]["weather"]
     assert weather["rows"] == 72 and list(weather["partitions"]) == ["2013-03-01.parquet"]
     assert "weather_2013-03-02.csv" in weather["files_seen"]

@@ -170,7 +170,12 @@ def test_metrics_and_the_mlflow_run(repo: Path) -> None:
     shown = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert "recall_at_precision" in shown
     run_id = json.loads((repo / "models/train.json").read_text())["run_id"]
-    assert (repo / "var/mlflow/mlflow.db").exists() and len(run_id) == 32
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow/mlflow.db'}")
+    tags = client.get_run(run_id).data.tags
+    assert len(tags["prefect.flow_run_id"]) == 36  # the flow's run id reached the stage
+    assert "test.model.recall_at_precision" in client.get_run(run_id).data.metrics
 
 
 def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path) -> None:

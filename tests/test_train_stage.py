@@ -119,6 +119,45 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
     assert len(predictions) == 300 and predictions["proba"].between(0, 1).all()
 
 
+def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
+    from tasks import evaluate, train
+    from tasks.cli_support import StepError
+    from tasks.config import load_params
+    from tasks.paths import Paths
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    paths = Paths.at(tmp_path)
+    with pytest.raises(
+        StepError, match=r"data/features/encoders.json is missing: run the featurize stage first"
+    ):
+        train.run(load_params(paths.params), paths)
+    with pytest.raises(StepError, match=r"models/train.json is missing: run the train stage first"):
+        evaluate.run(load_params(paths.params), paths)
+
+
+def test_featurize_with_too_few_days_names_the_params(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from tasks import collect, featurize, validate
+    from tasks.cli_support import StepError
+    from tasks.config import load_params
+    from tasks.paths import Paths
+    from tests.factories import MiniProject
+
+    project = MiniProject(tmp_path)
+    project.add_days(dt.date(2013, 3, 1), 3)
+    paths = Paths.at(tmp_path)
+    params = load_params(paths.params)
+    collect.run(params.collect, paths)
+    validate.run(params, paths, now=dt.datetime(2013, 3, 10, tzinfo=dt.UTC))
+    with pytest.raises(
+        StepError,
+        match=r"featurize: 3 days of data; featurize.test_days \+ valid_days need at least 36",
+    ):
+        featurize.run(params.featurize, paths)
+    assert not paths.features.exists()
+
+
 def train_process(root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
