@@ -34,8 +34,10 @@ class DelayModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        # Index 0 is "unknown" (unseen or rare in train): padding_idx keeps its vector at
+        # zero and out of training, so an unseen value adds nothing rather than noise.
         self.embeddings = nn.ModuleList(
-            nn.Embedding(n, d)
+            nn.Embedding(n, d, padding_idx=0)
             for n, d in zip(config.cardinalities, config.embedding_dims(), strict=True)
         )
         width = sum(config.embedding_dims()) + config.n_numeric

@@ -68,6 +68,13 @@ def test_learns_and_stays_calibrated() -> None:
     assert result.model.config.logit_offset == -np.log(positive_weight(train.y))
 
 
+def test_unknown_categories_stay_neutral_through_training() -> None:
+    train, valid = synthetic(2000, seed=9), synthetic(500, seed=10)
+    model = fit(train, valid, CONFIG, FitSettings(epochs=2, batch_size=64, device="cpu")).model
+    for embedding in model.embeddings:
+        assert torch.count_nonzero(embedding.weight[0]) == 0  # index 0: unseen or rare values
+
+
 def test_early_stopping_keeps_the_best_epoch() -> None:
     train, valid = synthetic(400, seed=6), synthetic(400, seed=7)
     result = fit(
