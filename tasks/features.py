@@ -85,32 +85,26 @@ def history_features(flights: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
     cutoff = sched - gap_minutes
     known = outcome_known_at(f)
     positive = label(f)
-    day = [f["year"], f["month"], f["day"]]
-    f = f.assign(_y=f["year"], _m=f["month"], _d=f["day"])
-    n_origin, pos_origin = _known_before(f, ["_y", "_m", "_d", "origin"], cutoff, known, positive)
-    n_carrier, pos_carrier = _known_before(
-        f, ["_y", "_m", "_d", "carrier"], cutoff, known, positive
-    )
-    recent = f.assign(_window=known.where(known >= cutoff - 120, np.inf))
-    n_recent, pos_recent = _known_before(
-        recent, ["_y", "_m", "_d", "origin"], cutoff, recent["_window"], positive
-    )
+    day = ["year", "month", "day"]
+    n_origin, pos_origin = _known_before(f, [*day, "origin"], cutoff, known, positive)
+    n_carrier, pos_carrier = _known_before(f, [*day, "carrier"], cutoff, known, positive)
+    # The last two hours only: outcomes known earlier than that count as never known.
+    recent = known.where(known >= cutoff - 120, np.inf)
+    n_recent, pos_recent = _known_before(f, [*day, "origin"], cutoff, recent, positive)
     out = pd.DataFrame(index=f.index)
     out["origin_known_flights"] = n_origin
     out["origin_known_delay_rate"] = (pos_origin / n_origin).where(n_origin > 0)
     out["origin_recent_delay_rate"] = (pos_recent / n_recent).where(n_recent > 0)
     out["carrier_known_delay_rate"] = (pos_carrier / n_carrier).where(n_carrier > 0)
-    out[["plane_legs_before", "plane_prev_dep_delay"]] = _plane_history(f, sched, cutoff, day)
+    out[["plane_legs_before", "plane_prev_dep_delay"]] = _plane_history(f, sched, cutoff)
     return out
 
 
-def _plane_history(
-    f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series, day: list[pd.Series]
-) -> pd.DataFrame:
+def _plane_history(f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series) -> pd.DataFrame:
     """The plane's earlier scheduled legs today (the schedule is public), and the
     departure delay of its latest leg that had actually left by the cutoff."""
     legs = pd.DataFrame(
-        {"tail": f["tailnum"], "y": day[0], "m": day[1], "d": day[2], "sched": sched,
+        {"tail": f["tailnum"], "y": f["year"], "m": f["month"], "d": f["day"], "sched": sched,
          "departed": sched + f["dep_delay"], "delay": f["dep_delay"], "cutoff": cutoff},
         index=f.index,
     ).dropna(subset=["tail"])  # fmt: skip
