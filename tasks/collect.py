@@ -27,7 +27,14 @@ import pyarrow as pa
 from pyarrow import feather
 
 from tasks.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
-from tasks.io import prefetched, read_json, sha256_file, write_json, write_parquet
+from tasks.io import (
+    prefetched,
+    read_json,
+    remove_stale_temps,
+    sha256_file,
+    write_json,
+    write_parquet,
+)
 from tasks.partitions import (
     DAY,
     day_groups,
@@ -99,6 +106,7 @@ def collect_source(
     state = manifest.get("sources", {}).get(name, {})
     spool = paths.staging / name
     shutil.rmtree(spool, ignore_errors=True)  # leftovers of a crashed run
+    remove_stale_temps(paths.raw / name)
     batches, extra_state = pull(name, source, state, paths, params.chunk_rows)
 
     new_mark: Any = None
@@ -165,6 +173,7 @@ def _merge_days(
 
 def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> dict[str, Any]:
     """Collect every enabled source (or those named in ``only``); return the manifest."""
+    remove_stale_temps(paths.raw)  # a manifest write cut short
     manifest = read_json(paths.manifest, default={"version": 1, "sources": {}})
     sources = params.enabled_sources()
     unknown = sorted(set(only or []) - set(sources))

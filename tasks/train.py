@@ -21,7 +21,7 @@ import pandas as pd
 
 from tasks.config import Params, load_params
 from tasks.features import LABEL, Encoders
-from tasks.io import read_json, require, write_json
+from tasks.io import read_json, remove_stale_temps, require, write_json
 from tasks.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from tasks.training import FitSettings, fit, positive_weight
 
     cfg = params.train
+    remove_stale_temps(paths.models)  # a checkpoint write cut short by a kill
     encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
     frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
     train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)

@@ -269,6 +269,8 @@ def test_killed_midway_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) ->
     assert 5 <= written < days, "the kill should land while partitions are being written"
     assert "flights" not in manifest["sources"], "the watermark moved before all data was written"
 
+    # A kill during a partition write leaves its temporary file: the rerun must clear it.
+    (out / ".2013-03-07.parquet.killed.tmp").write_bytes(b"PAR1 cut short")
     assert collect_process(crashed.root).wait(timeout=300) == 0
     assert file_bytes(crashed.root / "data/raw") == file_bytes(clean.root / "data/raw")
     assert not (crashed.root / "data/raw/.staging").exists()

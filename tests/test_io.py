@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.io import atomic_path, prefetched, write_parquet
+from tasks.io import atomic_path, prefetched, remove_stale_temps, write_parquet
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -20,6 +20,14 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert target.read_text() == "previous"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_stale_temps_of_a_killed_write_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".2013-03-06.parquet.19wgja5j.tmp").write_bytes(b"PAR1 half")
+    (tmp_path / "2013-03-06.parquet").write_bytes(b"whole")
+    assert remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["2013-03-06.parquet"]
+    assert remove_stale_temps(tmp_path / "missing") == 0
 
 
 def test_equal_frames_give_equal_parquet_bytes(tmp_path: Path) -> None:
