@@ -27,6 +27,16 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
 
 
+def stage_main(name: str, doc: str, work: Callable[[], object], argv: list[str] | None) -> int:
+    """`python -m tasks.<name>`: --help from the module's docstring, then the work."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog=f"python -m tasks.{name}", description=doc.split("\n")[0]
+    ).parse_args(argv)
+    return run_step(work)
+
+
 def run_step(step: Callable[[], object]) -> int:
     configure_logging()
     try:

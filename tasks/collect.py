@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", action="append", help="collect only this source (repeatable)")
     args = parser.parse_args(argv)
 
-    def step() -> None:
+    def work() -> None:
         paths = Paths.at()
         run(load_params(paths.params).collect, paths, only=args.source)
 
-    return run_step(step)
+    return run_step(work)
 
 
 if __name__ == "__main__":

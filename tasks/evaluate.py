@@ -202,19 +202,13 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from tasks.cli_support import stage_main
 
-    from tasks.cli_support import run_step
-
-    argparse.ArgumentParser(
-        prog="python -m tasks.evaluate", description=__doc__.split("\n")[0]
-    ).parse_args(argv)
-
-    def step() -> None:
+    def work() -> None:
         paths = Paths.at()
         print(summary(run(load_params(paths.params), paths)))
 
-    return run_step(step)
+    return stage_main("evaluate", __doc__ or "", work, argv)
 
 
 if __name__ == "__main__":

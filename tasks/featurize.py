@@ -59,19 +59,13 @@ def run(params: FeaturizeParams, paths: Paths) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from tasks.cli_support import stage_main
 
-    from tasks.cli_support import run_step
-
-    argparse.ArgumentParser(
-        prog="python -m tasks.featurize", description=__doc__.split("\n")[0]
-    ).parse_args(argv)
-
-    def step() -> None:
+    def work() -> None:
         paths = Paths.at()
         run(load_params(paths.params).featurize, paths)
 
-    return run_step(step)
+    return stage_main("featurize", __doc__ or "", work, argv)
 
 
 if __name__ == "__main__":

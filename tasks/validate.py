@@ -308,19 +308,13 @@ def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from tasks.cli_support import stage_main
 
-    from tasks.cli_support import run_step
-
-    argparse.ArgumentParser(
-        prog="python -m tasks.validate", description=__doc__.split("\n")[0]
-    ).parse_args(argv)
-
-    def step() -> None:
+    def work() -> None:
         paths = Paths.at()
         run(load_params(paths.params), paths)
 
-    return run_step(step)
+    return stage_main("validate", __doc__ or "", work, argv)
 
 
 if __name__ == "__main__":
