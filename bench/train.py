@@ -45,7 +45,8 @@ def bare_loop(train, config, settings) -> float:  # type: ignore[no-untyped-def]
         perm = torch.randperm(len(train), generator=order)
         for start in range(0, len(train), settings.batch_size):
             idx = perm[start : start + settings.batch_size]
-            loss = loss_fn(model(train.codes[idx], train.numeric[idx]), train.y[idx])
+            logits = model(train.codes[idx], train.numeric[idx])
+            loss = loss_fn(logits, train.y[idx].expand_as(logits))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -74,8 +75,7 @@ def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> No
     from tasks.config import load_params
     from tasks.features import Encoders
     from tasks.io import read_json
-    from tasks.model import ModelConfig
-    from tasks.train import load_split, tensors
+    from tasks.train import load_split, model_config, tensors
     from tasks.training import FitSettings
 
     params = load_params(ROOT / "params.yaml").train
@@ -83,11 +83,7 @@ def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> No
     paths = type("P", (), {"features": features})()
     train = tensors(load_split(paths, "train"), encoders)  # type: ignore[arg-type]
     valid = tensors(load_split(paths, "valid"), encoders)  # type: ignore[arg-type]
-    config = ModelConfig(
-        cardinalities=encoders.cardinalities(), n_numeric=int(train.numeric.shape[1]),
-        max_embedding_dim=params.max_embedding_dim, hidden=list(params.hidden),
-        dropout=params.dropout,
-    )  # fmt: skip
+    config = model_config(params, encoders, train)
     # Early stopping off: both loops run the same number of epochs.
     settings = FitSettings(
         seed=params.seed, threads=params.threads, device="cpu", epochs=epochs,

@@ -163,12 +163,13 @@ class TrainParams(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=1024, ge=1)
-    lr: float = Field(default=2e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=4, ge=1, description="epochs without a better valid PR-AUC")
     hidden: list[int] = Field(default=[128, 64], min_length=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     max_embedding_dim: int = Field(default=8, ge=1)
+    members: int = Field(default=8, ge=1, description="networks in the ensemble")
 
 
 class EvaluateParams(_Strict):

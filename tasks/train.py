@@ -14,15 +14,19 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.config import Params, load_params
+from tasks.config import Params, TrainParams, load_params
 from tasks.features import LABEL, Encoders
 from tasks.io import read_json, remove_stale_temps, require, write_json
 from tasks.paths import Paths
+
+if TYPE_CHECKING:  # torch is imported only when training runs
+    from tasks.model import ModelConfig
+    from tasks.training import Tensors
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,24 @@ def load_split(paths: Paths, name: str) -> pd.DataFrame:
     return pd.read_parquet(paths.features / f"{name}.parquet")
 
 
-def tensors(frame: pd.DataFrame, encoders: Encoders):  # -> Tensors (torch imported lazily)
+def tensors(frame: pd.DataFrame, encoders: Encoders) -> Tensors:
     from tasks.training import Tensors
 
     codes, numeric = encoders.transform(frame)
     return Tensors.from_arrays(codes, numeric, frame[LABEL].to_numpy(dtype=np.float32))
+
+
+def model_config(cfg: TrainParams, encoders: Encoders, train: Tensors) -> ModelConfig:
+    from tasks.model import ModelConfig
+
+    return ModelConfig(
+        cardinalities=encoders.cardinalities(),
+        n_numeric=int(train.numeric.shape[1]),
+        max_embedding_dim=cfg.max_embedding_dim,
+        hidden=list(cfg.hidden),
+        dropout=cfg.dropout,
+        members=cfg.members,
+    )
 
 
 def epoch_logger(client: Any, run_id: str) -> Callable[[int, dict[str, float]], None]:
@@ -61,7 +78,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from mlflow.data.pandas_dataset import from_pandas
 
     from tasks import tracking
-    from tasks.model import ModelConfig, save_checkpoint
+    from tasks.model import save_checkpoint
     from tasks.training import FitSettings, fit, positive_weight
 
     cfg = params.train
@@ -69,13 +86,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
     frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
     train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)
-    config = ModelConfig(
-        cardinalities=encoders.cardinalities(),
-        n_numeric=int(train.numeric.shape[1]),
-        max_embedding_dim=cfg.max_embedding_dim,
-        hidden=list(cfg.hidden),
-        dropout=cfg.dropout,
-    )
+    config = model_config(cfg, encoders, train)
     settings = FitSettings(**{k: getattr(cfg, k) for k in FitSettings.__dataclass_fields__})
 
     experiment = tracking.start(paths)

@@ -123,7 +123,8 @@ def run_epoch(
     total = 0.0
     for start in range(0, len(data), batch_size):
         idx = perm[start : start + batch_size]
-        loss = loss_fn(model(data.codes[idx], data.numeric[idx]), data.y[idx])
+        logits = model(data.codes[idx], data.numeric[idx])  # [members, batch]
+        loss = loss_fn(logits, data.y[idx].expand_as(logits))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -64,7 +64,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     # A few demo days: one for test, one for valid, the rest to train on; a short training.
     params["featurize"].update(test_days=1, valid_days=1, min_category_count=1)
-    params["train"].update(epochs=2, hidden=[16])
+    params["train"].update(epochs=2, hidden=[16], members=2)
     http = params["collect"]["sources"]["weather_api"]
     http.update(enabled=True, url=f"http://127.0.0.1:{api.server_address[1]}/weather")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -42,7 +42,7 @@ def features(days: list[str], per_day: int, seed: int) -> pd.DataFrame:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(epochs=3, hidden=[16], batch_size=128)
+    params["train"].update(epochs=3, hidden=[16], batch_size=128, members=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     splits = {
         "train": [f"2013-03-{d:02d}" for d in range(1, 9)],
@@ -74,7 +74,8 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
         project / "models/train.json"
     ) == info
     run = mlflow.MlflowClient().get_run(info["run_id"])
-    assert run.data.params["train.lr"] == "0.002" and run.data.params["model.hidden"] == "[16]"
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["model.hidden"] == "[16]"
+    assert run.data.params["model.members"] == "2"
     assert run.data.params["featurize.history_gap_minutes"] == "30.0"
     assert {"train_loss", "valid_pr_auc", "valid_log_loss", "test.model.recall_at_precision",
             "test.hist_gradient_boosting.pr_auc"} <= set(run.data.metrics)  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 from tasks.model import DelayModel, ModelConfig, load_checkpoint, save_checkpoint
 from tasks.training import FitSettings, Tensors, fit, positive_weight
 
-CONFIG = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], dropout=0.0)
+CONFIG = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], dropout=0.0, members=2)
 
 
 def synthetic(n: int, seed: int) -> Tensors:
@@ -98,3 +98,19 @@ def test_checkpoint_holds_config_and_weights(tmp_path) -> None:
         loaded.predict_proba(batch.codes, batch.numeric),
         model.predict_proba(batch.codes, batch.numeric),
     )
+
+
+def test_ensemble_members_differ_and_predictions_are_their_mean() -> None:
+    train, valid = synthetic(2000, seed=11), synthetic(300, seed=12)
+    config = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], members=3)
+    model = fit(train, valid, config, FitSettings(epochs=2, batch_size=128, device="cpu")).model
+    logits = model(valid.codes, valid.numeric)
+    assert logits.shape == (3, len(valid))
+    assert not torch.allclose(logits[0], logits[1])  # independently initialised members
+    expected = torch.sigmoid(logits + model.config.logit_offset).mean(0)
+    assert torch.allclose(model.predict_proba(valid.codes, valid.numeric), expected)
+    # A member's output depends on its own weights only.
+    before = logits[1].detach().clone()
+    with torch.no_grad():
+        model.mlp[-1].weight[0].add_(1.0)
+    assert torch.equal(model(valid.codes, valid.numeric)[1], before)
