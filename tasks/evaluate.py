@@ -42,10 +42,10 @@ def slices(
     """The model's metrics by origin airport and for the largest carriers."""
     y = test[LABEL].to_numpy()
     out: dict[str, Any] = {"origin": {}, "carrier": {}}
-    carriers = test["carrier_code"].value_counts().head(cfg.top_carriers).index
+    carriers = test["carrier"].value_counts().head(cfg.top_carriers).index
     for kind, column, values in (
-        ("origin", "origin_code", sorted(test["origin_code"].unique())),
-        ("carrier", "carrier_code", list(carriers)),
+        ("origin", "origin", sorted(test["origin"].unique())),
+        ("carrier", "carrier", list(carriers)),
     ):
         for value in values:
             rows = (test[column] == value).to_numpy()
@@ -149,7 +149,7 @@ def _write_outputs(
         replace_dir(staged, paths.reports / "plots")
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    ids = test[["year", "month_num", "day", "carrier_code", "flight", "origin_code"]]
+    ids = test[["date", "carrier", "flight", "origin"]]
     write_parquet(
         paths.reports / "test_predictions.parquet", ids.assign(proba=probas["model"], delayed=y)
     )

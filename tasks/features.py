@@ -37,13 +37,28 @@ WEATHER = [
     "pressure",
     "visib",
 ]
-NUMERIC = [
-    "distance", "sched_minute_of_day", *WEATHER, "plane_age", "seats", "engines",
-    "plane_legs_before", "plane_prev_dep_delay", "origin_known_flights", "origin_known_delay_rate",
-    "origin_recent_delay_rate", "carrier_known_delay_rate",
+HISTORY = [
+    "plane_legs_before", "plane_prev_dep_delay", "origin_known_flights",
+    "origin_known_delay_rate", "origin_recent_delay_rate", "carrier_known_delay_rate",
 ]  # fmt: skip
-# Identify a row and place it in time; never features.
-META = ["year", "month_num", "day", "carrier_code", "flight", "origin_code", "date", "tailnum"]
+NUMERIC = [
+    "distance", "sched_minute_of_day", *WEATHER, "plane_age", "seats", "engines", *HISTORY,
+]  # fmt: skip
+
+# A flight's raw joined row: its schedule, the origin's weather at the scheduled hour, its
+# plane, and its same-day history. Featurize stores these; `model_inputs` derives the
+# features from them, for training and for the released model alike, which takes exactly
+# these columns. Value: the column's type, and whether a row may leave it empty.
+INPUT: dict[str, tuple[str, bool]] = {
+    "year": ("long", False), "month": ("long", False), "day": ("long", False),
+    "hour": ("long", False), "minute": ("long", False), "carrier": ("string", False),
+    "flight": ("long", False), "origin": ("string", False), "dest": ("string", False),
+    "tailnum": ("string", True), "distance": ("double", False),
+    **{c: ("double", True) for c in WEATHER},
+    "plane_year": ("double", True), "manufacturer": ("string", True),
+    "seats": ("double", True), "engines": ("double", True),
+    **{c: ("double", True) for c in HISTORY},
+}  # fmt: skip
 
 
 def label(flights: pd.DataFrame) -> pd.Series:
@@ -122,42 +137,58 @@ def _plane_history(f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series) -> pd.D
     return out.reindex(f.index)
 
 
-def build_features(
+def build_rows(
     flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame, gap_minutes: float
 ) -> pd.DataFrame:
-    """One row per flight: META, CATEGORICAL, NUMERIC and the LABEL, nothing else.
+    """One raw joined row per flight: its local `date`, the INPUT columns and the LABEL.
 
-    No post-departure column (dep_time, dep_delay, arr_*, air_time) is a feature of its
-    own row; they enter only through other flights' known outcomes.
+    No post-departure column (dep_time, dep_delay, arr_*, air_time) is an input of its
+    own row; they enter only through other flights' known outcomes (HISTORY).
     """
     f = flights.reset_index(drop=True)
-    local_date = pd.to_datetime(f[["year", "month", "day"]])
-    wx = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])[
-        WEATHER
-    ]
-    joined_wx = wx.reindex(pd.MultiIndex.from_arrays([f["origin"], f["time_hour"]])).reset_index(
-        drop=True
-    )
+    wx = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])
+    joined_wx = wx[WEATHER].reindex(pd.MultiIndex.from_arrays([f["origin"], f["time_hour"]]))
     plane = planes.drop_duplicates("tailnum").set_index("tailnum")
-    joined_plane = plane.reindex(f["tailnum"]).reset_index(drop=True)
-    out = pd.DataFrame(
-        {
-            "year": f["year"], "month_num": f["month"], "day": f["day"],
-            "carrier_code": f["carrier"], "flight": f["flight"], "origin_code": f["origin"],
-            "date": local_date.dt.strftime("%Y-%m-%d"), "tailnum": f["tailnum"],
-            "carrier": f["carrier"], "origin": f["origin"], "dest": f["dest"],
-            "weekday": local_date.dt.day_of_week.astype(str),
-            "sched_hour": f["hour"].astype(str),
-            "manufacturer": joined_plane["manufacturer"].astype("string"),
-            "distance": f["distance"], "sched_minute_of_day": f["hour"] * 60 + f["minute"],
-            "plane_age": f["year"] - joined_plane["year"], "seats": joined_plane["seats"],
-            "engines": joined_plane["engines"],
-        }
+    joined_plane = plane.reindex(f["tailnum"]).rename(columns={"year": "plane_year"})
+    out = pd.concat(
+        [
+            f[["year", "month", "day", "hour", "minute", "carrier", "flight", "origin", "dest",
+               "tailnum", "distance"]],
+            joined_wx.reset_index(drop=True),
+            joined_plane[["plane_year", "manufacturer", "seats", "engines"]].reset_index(drop=True),
+            history_features(f, gap_minutes),
+        ],
+        axis=1,
     )  # fmt: skip
-    out = pd.concat([out, joined_wx, history_features(f, gap_minutes)], axis=1)
+    out.insert(0, "date", pd.to_datetime(f[["year", "month", "day"]]).dt.strftime("%Y-%m-%d"))
     out[LABEL] = label(f)
-    out[NUMERIC] = out[NUMERIC].astype("float64")
-    return out[[*META, *CATEGORICAL, *NUMERIC, LABEL]]
+    return conform(out)[["date", *INPUT, LABEL]]
+
+
+def conform(rows: pd.DataFrame) -> pd.DataFrame:
+    """The INPUT columns in their declared types: the same frame whether it was built by
+    featurize, read from Parquet or sent to the served model as JSON."""
+    missing = [c for c in INPUT if c not in rows.columns]
+    if missing:
+        raise ValueError(f"input rows lack column(s): {', '.join(missing)}")
+    kinds = {"long": "int64", "double": "float64", "string": "string"}
+    return rows.assign(**{c: rows[c].astype(kinds[kind]) for c, (kind, _) in INPUT.items()})
+
+
+def model_inputs(rows: pd.DataFrame) -> pd.DataFrame:
+    """The CATEGORICAL and NUMERIC features of raw joined rows."""
+    date = pd.to_datetime(rows[["year", "month", "day"]])
+    return pd.DataFrame(
+        {
+            "carrier": rows["carrier"], "origin": rows["origin"], "dest": rows["dest"],
+            "weekday": date.dt.day_of_week.astype(str), "sched_hour": rows["hour"].astype(str),
+            "manufacturer": rows["manufacturer"].astype("string"),
+            "sched_minute_of_day": rows["hour"] * 60 + rows["minute"],
+            "plane_age": rows["year"] - rows["plane_year"],
+            **{c: rows[c] for c in ["distance", *WEATHER, "seats", "engines", *HISTORY]},
+        },
+        index=rows.index,
+    )[[*CATEGORICAL, *NUMERIC]]  # fmt: skip
 
 
 def split_by_days(
@@ -192,8 +223,10 @@ class Encoders:
     std: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, min_count: int = 1) -> Encoders:
+    def fit(cls, rows: pd.DataFrame, min_count: int = 1) -> Encoders:
+        """Fit on raw joined train rows."""
         enc = cls()
+        train = model_inputs(rows)
         for col in CATEGORICAL:
             counts = train[col].astype("string").value_counts(dropna=True)
             enc.vocab[col] = sorted(counts[counts >= min_count].index.astype(str))
@@ -209,8 +242,10 @@ class Encoders:
     def cardinalities(self) -> list[int]:
         return [len(self.vocab[c]) + 1 for c in CATEGORICAL]
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(codes int64 [n, n_categorical], numeric float32 [n, n_numeric + missing flags])."""
+    def transform(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Raw joined rows -> (codes int64 [n, n_categorical],
+        numeric float32 [n, n_numeric + missing flags])."""
+        frame = model_inputs(rows)
         codes = np.stack([_codes(frame[c], self.vocab[c]) for c in CATEGORICAL], axis=1).astype(
             np.int64
         )

@@ -1,6 +1,6 @@
 """Featurize: validated flights + origin weather + planes -> features, split by days.
 
-    data/features/{train,valid,test}.parquet   META, features and the label
+    data/features/{train,valid,test}.parquet   raw joined rows (date, INPUT) and the label
     data/features/encoders.json                vocabularies and scalers, fitted on train only
 
 The split is temporal: test is the newest `test_days` days, valid the `valid_days`
@@ -17,7 +17,7 @@ import pandas as pd
 
 from tasks.cli_support import StepError
 from tasks.config import FeaturizeParams, load_params
-from tasks.features import LABEL, Encoders, build_features, split_by_days
+from tasks.features import LABEL, Encoders, build_rows, split_by_days
 from tasks.io import replace_dir, write_json, write_parquet
 from tasks.paths import Paths
 
@@ -32,14 +32,14 @@ def read_source(folder: Path) -> pd.DataFrame:
 
 
 def run(params: FeaturizeParams, paths: Paths) -> dict[str, int]:
-    features = build_features(
+    rows = build_rows(
         read_source(paths.validated / "flights"),
         read_source(paths.validated / "weather"),
         read_source(paths.validated / "planes"),
         params.history_gap_minutes,
     )
     try:
-        splits = split_by_days(features, params.test_days, params.valid_days, params.train_max_days)
+        splits = split_by_days(rows, params.test_days, params.valid_days, params.train_max_days)
     except ValueError as exc:
         raise StepError(f"featurize: {exc}") from None
     encoders = Encoders.fit(splits["train"], min_count=params.min_category_count)

@@ -9,7 +9,8 @@ from tasks.partitions import SNAPSHOT, UNKNOWN_DAY
 from tasks.paths import Paths
 
 
-def status(paths: Paths) -> dict[str, Any]:
+def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
+    """The data's state; with `model_name`, also the registry's champion (or None)."""
     manifest = read_json(paths.manifest, default={"sources": {}})
     report = read_json(paths.validation_report, default={"sources": {}, "total": {}})
     sources = manifest.get("sources", {})
@@ -18,7 +19,7 @@ def status(paths: Paths) -> dict[str, Any]:
         for entry in sources.values()
         for name in entry.get("partitions", {})
     } - {SNAPSHOT, UNKNOWN_DAY}
-    return {
+    data: dict[str, Any] = {
         "watermarks": {name: entry.get("watermark") for name, entry in sources.items()},
         "raw_rows": sum(entry.get("rows", 0) for entry in sources.values()),
         "raw_days": len(days),
@@ -34,6 +35,11 @@ def status(paths: Paths) -> dict[str, Any]:
             for name, entry in sources.items()
         },
     }
+    if model_name is not None:
+        from tasks.registry import champion_summary
+
+        data["champion"] = champion_summary(paths, model_name)
+    return data
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -50,4 +56,11 @@ def format_status(data: dict[str, Any]) -> str:
         )
         if src["skipped_files"]:
             lines.append(f"{'':<14}skipped files: {', '.join(src['skipped_files'])}")
+    if "champion" in data:
+        champ = data["champion"]
+        lines.append(
+            "champion: none yet" if champ is None else
+            f"champion: version {champ['version']}, recall at precision "
+            f"{champ['metrics'].get('recall_at_precision', float('nan')):.3f}"
+        )  # fmt: skip
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -24,12 +25,26 @@ def tracking_uri(paths: Paths) -> str:
     )
 
 
+def uses_server() -> bool:
+    """Whether MLFLOW_TRACKING_URI names a store other than the local one under var/."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def safe_uri(uri: str) -> str:
+    """A tracking URI as it may appear in messages: any password masked."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def start(paths: Paths, name: str = EXPERIMENT) -> str:
     """Point MLflow at the store and return the experiment id (created if needed)."""
     import mlflow
 
     # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
-    local = not os.environ.get("MLFLOW_TRACKING_URI")
+    local = not uses_server()
     (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(paths))
     client = mlflow.MlflowClient()

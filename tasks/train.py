@@ -126,7 +126,11 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         mlflow.log_artifact(str(paths.models / "model.pt"), artifact_path="model")
         mlflow.log_artifact(str(paths.features / "encoders.json"), artifact_path="model")
     info = {"run_id": run_id, "experiment_id": experiment, **summary,
-            "rows": {name: len(frame) for name, frame in frames.items()}}  # fmt: skip
+            "rows": {name: len(frame) for name, frame in frames.items()},
+            # First and last day of each window: the release re-scores a champion only on
+            # days after its valid window, which it never trained or tuned on.
+            "window": {name: [frame["date"].min(), frame["date"].max()]
+                       for name, frame in frames.items()}}  # fmt: skip
     write_json(paths.models / "train.json", info)
     log.info("trained in %.1fs, best epoch %d; MLflow run %s", seconds, result.best_epoch, run_id)
     return info

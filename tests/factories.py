@@ -6,11 +6,16 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import yaml
 
 from tasks.demo.upstream import flights_table, visible_at
+from tasks.features import INPUT, LABEL, Encoders, conform
+from tasks.io import write_json, write_parquet
+
+ROOT = Path(__file__).parents[1]
 
 AIRPORTS = pd.DataFrame(
     {
@@ -154,3 +159,45 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+def joined_rows(days: list[str], per_day: int, seed: int) -> pd.DataFrame:
+    """Raw joined rows with random values, where the label depends on two of them."""
+    rng = np.random.default_rng(seed)
+    n = len(days) * per_day
+    frame = pd.DataFrame({"date": np.repeat(days, per_day)})
+    for col, (kind, _) in INPUT.items():
+        values = {"string": lambda: rng.choice(["a", "b", "c"], n),
+                  "long": lambda: rng.integers(1, 20, n),
+                  "double": lambda: rng.normal(size=n)}  # fmt: skip
+        frame[col] = values[kind]()
+    frame["year"], frame["month"], frame["hour"] = 2013, 3, rng.integers(5, 23, n)
+    frame["carrier"] = rng.choice(["AA", "UA", "DL"], n)
+    frame["origin"] = rng.choice(["EWR", "JFK", "LGA"], n)
+    frame.loc[rng.random(n) < 0.1, "wind_gust"] = np.nan
+    logit = 2.0 * frame["origin_known_delay_rate"] + (frame["carrier"] == "UA") - 1.0
+    frame[LABEL] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int8")
+    return conform(frame)[["date", *INPUT, LABEL]]
+
+
+FEATURE_DAYS = {
+    "train": [f"2013-03-{d:02d}" for d in range(1, 9)],
+    "valid": ["2013-03-09"],
+    "test": ["2013-03-10"],
+}
+
+
+def feature_project(root: Path, rows_per_day: int = 300, **sections: dict[str, Any]) -> Path:
+    """A project holding featurize's outputs (random joined rows, 300 per day) and the
+    repository's params with a small, fast training; `sections` override params."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=3, hidden=[16], batch_size=128, members=2)
+    for section, values in sections.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    frames = {name: joined_rows(days, rows_per_day, seed=i)
+              for i, (name, days) in enumerate(FEATURE_DAYS.items())}  # fmt: skip
+    for name, frame in frames.items():
+        write_parquet(root / "data/features" / f"{name}.parquet", frame)
+    write_json(root / "data/features/encoders.json", Encoders.fit(frames["train"]).to_json())
+    return root

@@ -8,11 +8,13 @@ import pytest
 
 from tasks.features import (
     CATEGORICAL,
+    INPUT,
     LABEL,
     NUMERIC,
     Encoders,
-    build_features,
+    build_rows,
     history_features,
+    model_inputs,
     outcome_known_at,
     split_by_days,
 )
@@ -43,10 +45,11 @@ PLANES = pd.DataFrame({"tailnum": ["N1"], "year": [2003], "manufacturer": ["BOEI
 
 def test_joins_weather_at_the_scheduled_hour_and_the_plane() -> None:
     f = flights([{"hour": 8, "dep_delay": 0.0, "tailnum": "N1"}, {"hour": 9, "dep_delay": 0.0}])
-    out = build_features(f, WEATHER, PLANES, gap_minutes=30)
+    out = build_rows(f, WEATHER, PLANES, gap_minutes=30)
     # 08:00 EST is 13:00 UTC: the first EWR row; 09:00 -> 14:00 UTC: the second.
     assert out["temp"].tolist() == [1.0, 2.0]
-    assert out["plane_age"].tolist()[0] == 10 and np.isnan(out["plane_age"].tolist()[1])
+    age = model_inputs(out)["plane_age"].tolist()
+    assert age[0] == 10 and np.isnan(age[1])
     assert out.loc[0, "manufacturer"] == "BOEING" and out.loc[0, "seats"] == 150
     assert list(out.columns[-1:]) == [LABEL]
 
@@ -59,20 +62,20 @@ def test_label_is_delayed_15_or_cancelled() -> None:
             {"hour": 8, "dep_delay": np.nan},
         ]
     )
-    assert build_features(f, WEATHER, PLANES, 30)[LABEL].tolist() == [0, 1, 1]
+    assert build_rows(f, WEATHER, PLANES, 30)[LABEL].tolist() == [0, 1, 1]
 
 
 def test_own_post_departure_columns_never_change_own_features() -> None:
     rows = [
         {"hour": h, "dep_delay": d, "tailnum": "N1"} for h, d in [(6, 40.0), (8, -20.0), (10, 5.0)]
     ]
-    base = build_features(flights(rows), WEATHER, PLANES, 30)
+    base = build_rows(flights(rows), WEATHER, PLANES, 30)
     for change in ({"dep_delay": 300.0}, {"dep_delay": -45.0}, {"dep_delay": np.nan},
                    {"dep_time": 1234.0, "arr_time": 99.0, "arr_delay": 500.0, "air_time": 1.0}):  # fmt: skip
         changed = flights([{**rows[1], **change} if i == 1 else r for i, r in enumerate(rows)])
-        out = build_features(changed, WEATHER, PLANES, 30)
-        cols = [*CATEGORICAL, *NUMERIC]
-        pd.testing.assert_frame_equal(out.loc[[1], cols], base.loc[[1], cols])
+        out = build_rows(changed, WEATHER, PLANES, 30)
+        pd.testing.assert_frame_equal(out.loc[[1], list(INPUT)], base.loc[[1], list(INPUT)])
+        pd.testing.assert_frame_equal(model_inputs(out).loc[[1]], model_inputs(base).loc[[1]])
 
 
 def test_history_uses_only_outcomes_known_a_gap_before() -> None:
@@ -121,7 +124,7 @@ def test_split_boundaries() -> None:
 
 def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
     f = flights([{"hour": 8 + i % 3, "dep_delay": 0.0, "carrier": c} for i, c in enumerate("AAB")])
-    train = build_features(f, WEATHER, PLANES, 30)
+    train = build_rows(f, WEATHER, PLANES, 30)
     enc = Encoders.fit(train)
     assert enc.vocab["carrier"] == ["A", "B"]
     other = train.assign(carrier="Z", distance=np.nan)

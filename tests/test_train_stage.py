@@ -9,53 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tasks.features import CATEGORICAL, LABEL, META, NUMERIC, Encoders
-from tasks.io import read_json, write_json, write_parquet
+from tasks.io import read_json
+from tests.factories import feature_project
 
 ROOT = Path(__file__).parents[1]
 
 
-def features(days: list[str], per_day: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    n = len(days) * per_day
-    frame = pd.DataFrame({
-        "year": 2013, "month_num": 3, "day": 1, "carrier_code": rng.choice(["AA", "UA", "DL"], n),
-        "flight": np.arange(n), "origin_code": rng.choice(["EWR", "JFK", "LGA"], n),
-        "date": np.repeat(days, per_day), "tailnum": "N1",
-    })  # fmt: skip
-    for col in CATEGORICAL:
-        frame[col] = rng.choice(["a", "b", "c"], n)
-    frame["carrier"], frame["origin"] = frame["carrier_code"], frame["origin_code"]
-    for col in NUMERIC:
-        frame[col] = rng.normal(size=n)
-    frame.loc[rng.random(n) < 0.1, "wind_gust"] = np.nan
-    logit = 2.0 * frame["origin_known_delay_rate"] + (frame["carrier"] == "UA") - 1.0
-    frame[LABEL] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int8")
-    return frame[[*META, *CATEGORICAL, *NUMERIC, LABEL]]
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(epochs=3, hidden=[16], batch_size=128, members=2)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    splits = {
-        "train": [f"2013-03-{d:02d}" for d in range(1, 9)],
-        "valid": ["2013-03-09"],
-        "test": ["2013-03-10"],
-    }
-    frames = {name: features(days, 300, seed=i) for i, (name, days) in enumerate(splits.items())}
-    for name, frame in frames.items():
-        write_parquet(tmp_path / "data/features" / f"{name}.parquet", frame)
-    write_json(tmp_path / "data/features/encoders.json", Encoders.fit(frames["train"]).to_json())
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PLUMBER_FLOW_RUN_ID", "flow-run-123")
-    return tmp_path
+    return feature_project(tmp_path)
 
 
 def test_train_and_evaluate_record_everything(project: Path) -> None:

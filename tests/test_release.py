@@ -1,0 +1,311 @@
+"""Release against a real MLflow registry in a temporary store: packaging, the smoke test,
+the gate's evidence, champion re-scoring, history, rollback, kills, locking, serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import evaluate, registry, release, train
+from tasks.cli_support import StepError
+from tasks.config import Params, load_params
+from tasks.paths import Paths
+from tests.factories import ROOT, feature_project
+
+# Random rows: a lenient gate, so the decisions below follow from the champion comparison.
+LENIENT = {
+    "min_recall_at_precision": 0.0, "min_pr_auc": 0.0, "min_lift_over_majority": -1.0,
+    "min_lift_over_logistic_regression": -1.0, "min_slice_fraction": 0.0,
+    "smoke_rows": 300, "latency_samples": 20,
+}  # fmt: skip
+NAME = "flight-delay"
+
+
+def trained(root: Path, seed: int = 42) -> tuple[Params, Paths]:
+    """Train and evaluate a candidate in `root` (features made once)."""
+    if not (root / "params.yaml").exists():
+        feature_project(root, release=LENIENT)
+        shutil.copyfile(ROOT / "requirements.lock", root / "requirements.lock")
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    params = params.model_copy(update={"train": params.train.model_copy(update={"seed": seed})})
+    train.run(params, paths)
+    evaluate.run(params, paths)
+    return params, paths
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> tuple[Params, Paths]:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return trained(tmp_path)
+
+
+def client_for(paths: Paths):  # type: ignore[no-untyped-def]
+    return registry.connect(paths)
+
+
+def plumber(paths: Paths, *args: str, env: dict[str, str] | None = None, timeout: int = 300):
+    """The CLI in a fresh process, as a user or the scheduler runs it."""
+    full_env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--root", str(paths.root), *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_first_release_registers_evidence_and_moves_champion(project) -> None:
+    params, paths = project
+    outcome = release.run(params, paths)
+    assert (outcome.decision, outcome.version) == ("released", "1")
+    assert (outcome.champion_before, outcome.champion_after) == (None, "1")
+
+    client = client_for(paths)
+    version = client.get_model_version(NAME, "1")
+    tags = version.tags
+    run_id = json.loads((paths.models / "train.json").read_text())["run_id"]
+    assert tags["decision"] == "released" and tags["mlflow.run_id"] == run_id == version.run_id
+    assert tags["git.commit"] and json.loads(tags["data.window"])["test"] == ["2013-03-10"] * 2
+    assert float(tags["smoke.max_abs_difference"]) <= 1e-6
+    assert float(tags["smoke.latency_p99_ms"]) > 0 and float(tags["size_mb"]) > 0
+    assert json.loads(tags["metrics.candidate"])["recall_at_precision"] == pytest.approx(
+        json.loads((paths.reports / "metrics.json").read_text())["model"]["recall_at_precision"],
+        abs=1e-4,
+    )
+    assert tags["metrics.champion"] == "none" and json.loads(tags["gate.failed"]) == []
+    assert version.description.startswith("# Flight delay model, version 1")
+    assert "2013-03-01 to 2013-03-08" in version.description
+    assert registry.champion(client, NAME).version in ("1", 1)
+    [entry] = registry.history(client, NAME)
+    assert (entry["action"], entry["from"], entry["to"], entry["forced"]) == (
+        "release", None, "1", False,
+    )  # fmt: skip
+
+    # The same training again: judged already, nothing registered or moved.
+    again = release.run(params, paths)
+    assert "already judged as version 1" in again.reasons[0]
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 1
+
+    from tasks.status import status
+
+    assert status(paths, NAME)["champion"]["version"] == "1"
+
+
+def test_champion_rescored_on_identical_rows_then_force_and_rollback(project) -> None:
+    params, paths = project
+    release.run(params, paths)
+    champion_metrics = json.loads((paths.reports / "metrics.json").read_text())["model"]
+
+    params, paths = trained(paths.root, seed=7)  # a second candidate, same test window
+    outcome = release.run(params, paths)
+    client = client_for(paths)
+    tags = client.get_model_version(NAME, outcome.version).tags
+    # The champion, loaded from the registry and re-scored on the candidate's test rows,
+    # reproduces its own evaluation on those same rows.
+    rescored = json.loads(tags["metrics.champion"])
+    assert rescored["recall_at_precision"] == pytest.approx(
+        champion_metrics["recall_at_precision"], abs=1e-4
+    )
+    assert rescored["pr_auc"] == pytest.approx(champion_metrics["pr_auc"], abs=1e-4)
+    assert outcome.decision in ("released", "rejected", "no-change")
+
+    if outcome.decision != "released":  # a forced release registers a new version
+        outcome = release.run(params, paths, force=True, reason="demo of a forced release")
+        assert outcome.decision == "released" and outcome.forced
+    new = outcome.version
+    assert str(registry.champion(client, NAME).version) == new
+
+    entry = release.rollback(params, paths, reason="warnings too noisy")
+    assert (entry["action"], entry["from"], entry["to"]) == ("rollback", new, "1")
+    assert str(registry.champion(client, NAME).version) == "1"
+    actions = [(e["action"], e["to"]) for e in registry.history(client, NAME)]
+    assert actions == [("release", "1"), ("release", new), ("rollback", "1")]
+    shown = plumber(paths, "releases")
+    assert shown.returncode == 0 and "warnings too noisy" in shown.stdout
+
+    with pytest.raises(StepError, match="already the champion"):
+        release.rollback(params, paths, reason="again", to="1")
+    with pytest.raises(StepError, match="no version 9"):
+        release.rollback(params, paths, reason="typo", to="9")
+    with pytest.raises(StepError, match="needs --reason"):
+        release.run(params, paths, force=True, reason=" ")
+
+
+def test_champion_is_compared_only_on_days_it_never_saw() -> None:
+    tags = {"data.window": json.dumps({"train": ["2013-03-01", "2013-03-08"],
+                                       "valid": ["2013-03-09", "2013-03-09"],
+                                       "test": ["2013-03-10", "2013-03-10"]})}  # fmt: skip
+    test = pd.DataFrame({"date": ["2013-03-08", "2013-03-09", "2013-03-10", "2013-03-11"]})
+    assert release.unseen_by(tags, test).tolist() == [False, False, True, True]
+    with pytest.raises(StepError, match="no data.window"):
+        release.unseen_by({}, test)
+
+
+def test_rejected_candidate_is_a_normal_outcome(project) -> None:
+    params, paths = project
+    strict = params.model_copy(
+        update={"release": params.release.model_copy(update={"max_p99_latency_ms": 0.001})}
+    )
+    outcome = release.run(strict, paths)
+    assert outcome.decision == "rejected" and outcome.champion_after is None
+    assert any("p99 single-row latency" in r for r in outcome.reasons)
+    client = client_for(paths)
+    assert registry.champion(client, NAME) is None
+    assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
+    assert registry.history(client, NAME) == []
+
+
+def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkeypatch) -> None:
+    params, paths = project
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"MLFLOW_TRACKING_URI": f"http://user:s3cret@127.0.0.1:{port}",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(StepError, match="registry at http://user:\\*\\*\\*@127.0.0.1") as err:
+        release.run(params, paths)
+    assert "s3cret" not in str(err.value)
+    assert not (paths.var / "release" / "model").exists()
+
+
+def test_lock_held_elsewhere_names_the_lock(project) -> None:
+    from filelock import FileLock
+
+    params, paths = project
+    quick = params.model_copy(
+        update={"release": params.release.model_copy(update={"lock_timeout_seconds": 0.2})}
+    )
+    holds = "another release or rollback holds .*release.lock"
+    with FileLock(str(paths.var / "release.lock")), pytest.raises(StepError, match=holds):
+        release.run(quick, paths)
+
+
+@pytest.mark.slow
+def test_two_releases_at_once_are_serialized(project) -> None:
+    _, paths = project
+    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [sys.executable, "-m", "flows.cli", "--root", str(paths.root), "release"]
+    both = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    texts = " ".join(out for out, _ in outputs)
+    assert texts.count("champion: none -> 1") == 1 and "already judged as version 1" in texts
+    client = client_for(paths)
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 1
+    assert len(registry.history(client, NAME)) == 1
+
+
+@pytest.mark.slow
+def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_works(
+    project,
+) -> None:
+    params, paths = project
+    release.run(params, paths)  # champion: version 1
+    trained(paths.root, seed=7)  # the next candidate
+    client = client_for(paths)
+    for step in ("lock", "package", "register", "smoke", "gate", "promote"):
+        done = plumber(paths, "release", "--force", "--reason", "kill test",
+                       env={release.FAULT_ENV: step})  # fmt: skip
+        assert done.returncode == -signal.SIGKILL, (step, done.stderr[-2000:])
+        champion = registry.champion(client, NAME)
+        assert str(champion.version) == "1", step
+        assert "smoke.latency_p99_ms" in champion.tags and champion.tags["decision"] == "released"
+    # Killed between the alias move and its history entry: the new champion was fully
+    # registered and smoke-tested before the move.
+    done = plumber(paths, "release", "--force", "--reason", "kill test",
+                   env={release.FAULT_ENV: "record"})  # fmt: skip
+    assert done.returncode == -signal.SIGKILL
+    champion = registry.champion(client, NAME)
+    assert champion.tags["decision"] == "released" and "smoke.latency_p99_ms" in champion.tags
+    assert registry.history(client, NAME)[-1]["to"] == "1"  # not yet recorded
+
+    after = plumber(paths, "release")
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert f"recorded the move of champion to version {champion.version}" in after.stdout
+    decisions = {str(v.version): v.tags.get("decision")
+                 for v in client.search_model_versions(f"name='{NAME}'")}  # fmt: skip
+    assert "pending" not in decisions.values()
+    assert list(decisions.values()).count("abandoned") == len(decisions) - 2
+    assert registry.history(client, NAME)[-1]["action"] == "repair"
+
+    # And a fresh candidate after all that releases normally.
+    trained(paths.root, seed=11)
+    final = plumber(paths, "release", "--force", "--reason", "after the kills")
+    assert final.returncode == 0 and "decision: released (forced)" in final.stdout
+
+
+@pytest.mark.slow
+def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory) -> None:
+    params, paths = project
+    release.run(params, paths)
+    test = pd.read_parquet(paths.features / "test.parquet").head(40)
+    expected = pd.read_parquet(paths.reports / "test_predictions.parquet")["proba"].head(40)
+
+    # plumber predict, CSV in and out
+    work = tmp_path_factory.mktemp("predict")
+    test.drop(columns=["delayed"]).to_csv(work / "rows.csv", index=False)
+    done = plumber(paths, "predict", "--input", str(work / "rows.csv"),
+                   "--output", str(work / "scored.csv"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = pd.read_csv(work / "scored.csv")
+    assert np.abs(scored["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
+    test.drop(columns=["hour"]).to_csv(work / "bad.csv", index=False)
+    bad = plumber(paths, "predict", "--input", str(work / "bad.csv"),
+                  "--output", str(work / "bad_out.csv"))  # fmt: skip
+    assert bad.returncode == 1 and "hour" in bad.stderr and not (work / "bad_out.csv").exists()
+
+    # mlflow models serve on loopback, raw rows in
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{paths.var / 'mlflow/mlflow.db'}",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+    server = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m",
+         f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+         "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=paths.root,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "the server did not come up in 120 s"
+                time.sleep(0.5)
+        from tasks.serving import plain_rows
+
+        body = {"dataframe_split": json.loads(
+            plain_rows(test).to_json(orient="split", index=False))}  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        served = pd.DataFrame(answer["predictions"])
+        assert np.abs(served["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
+        assert served["warn"].tolist() == scored["warn"].tolist()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
