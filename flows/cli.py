@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_FAILURE
     results = state.result()
-    for r in results:
+    for r in results["stages"]:
         outcome = "ran" if r["ran"] else "skipped (unchanged)"
         print(f"  {r['stage']:<12}{outcome:<22}{r['seconds']:.1f}s")
     metrics = paths.reports / "metrics.json"
@@ -65,6 +65,9 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
         from tasks.io import read_json
 
         print(summary(read_json(metrics)))
+    from tasks.release import Outcome, describe
+
+    print(describe(Outcome(**results["release"])))
     return 0
 
 

@@ -25,9 +25,18 @@ def _stage_task(name: str, params: Params) -> Any:
     )(reproduce_stage)
 
 
+@task(name="release", task_run_name="release")
+def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
+    """The gate and the registry, after the stages: its side effects stay out of DVC."""
+    from tasks import release
+
+    paths = Paths.at(root)
+    return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()
+
+
 @flow(name="plumber")
-def pipeline(root: str = ".") -> list[dict[str, Any]]:
-    """Run the DVC stages; DVC skips those whose inputs did not change."""
+def pipeline(root: str = ".") -> dict[str, Any]:
+    """Run the DVC stages (DVC skips those whose inputs did not change), then release."""
     from prefect.runtime import flow_run
 
     paths = Paths.at(root)
@@ -35,4 +44,5 @@ def pipeline(root: str = ".") -> list[dict[str, Any]]:
     results: list[StageResult] = []
     for name in stage_order(paths.root):
         results.append(_stage_task(name, params)(Path(paths.root), name, str(flow_run.id)))
-    return [asdict(r) for r in results]
+    outcome = release_candidate(Path(paths.root), str(flow_run.id))
+    return {"stages": [asdict(r) for r in results], "release": outcome}

@@ -92,8 +92,16 @@ def locked(paths: Paths, timeout: float) -> Iterator[None]:
         lock.release()
 
 
-def run(params: Params, paths: Paths, force: bool = False, reason: str = "") -> Outcome:
+def run(
+    params: Params,
+    paths: Paths,
+    force: bool = False,
+    reason: str = "",
+    flow_run_id: str | None = None,
+) -> Outcome:
+    """Release the trained candidate; `flow_run_id`: the Prefect flow run doing it."""
     policy, name = params.release, params.release.model_name
+    flow_run_id = flow_run_id or os.environ.get(tracking.FLOW_RUN_ENV)
     if force and not reason.strip():
         raise StepError("a forced release needs --reason")
     train = read_json(require(paths.models / "train.json", "train"))
@@ -148,7 +156,9 @@ def run(params: Params, paths: Paths, force: bool = False, reason: str = "") -> 
         _step("gate")
         evidence = _evidence(params, metrics, smoke, size, before, test)
         decision = decide(evidence, policy, force=force)
-        _tag_version(client, params, version, run_id, train, decision, evidence, smoke, reason)
+        _tag_version(
+            client, params, version, run_id, train, decision, evidence, smoke, reason, flow_run_id
+        )
         client.update_model_version(
             name,
             version,
@@ -164,7 +174,7 @@ def run(params: Params, paths: Paths, force: bool = False, reason: str = "") -> 
         registry.move_champion(
             client, name, version,
             {"action": "release", "forced": force, "reason": why, "run_id": run_id,
-             "flow_run_id": os.environ.get(tracking.FLOW_RUN_ENV)},
+             "flow_run_id": flow_run_id},
             after_move=lambda: _step("record"),
         )  # fmt: skip
         return Outcome(
@@ -333,6 +343,7 @@ def _tag_version(
     evidence: Evidence,
     smoke: dict[str, Any],
     reason: str,
+    flow_run_id: str | None,
 ) -> None:
     run_tags = client.get_run(run_id).data.tags
     lineage = {k: v for k, v in run_tags.items() if k.startswith(("git.", "dvc.", "prefect."))}
@@ -340,7 +351,7 @@ def _tag_version(
     tags = {
         **lineage,
         "mlflow.run_id": run_id,
-        "prefect.release_flow_run_id": os.environ.get(tracking.FLOW_RUN_ENV, ""),
+        "prefect.release_flow_run_id": flow_run_id or "",
         "data.window": json.dumps(train["window"]),
         "threshold": str(evidence.candidate["threshold"]),
         "metrics.candidate": registry.clip(_short(evidence.candidate)),

@@ -98,6 +98,7 @@ def test_first_run_collects_every_source_kind(repo: Path) -> None:
     for stage in ("collect", "validate", "featurize", "train", "evaluate"):
         assert f"{stage:<12}ran" in out, out
     assert "hist_gradient_boosting" in out and "recall@P" in out  # the evaluation summary
+    assert "candidate version 1" in out and "decision: " in out  # then the release
     st = status(repo)
     assert st["watermarks"]["flights"] == "2013-01-04T05:00:00+00:00"
     assert (
@@ -119,6 +120,7 @@ def test_rerun_without_new_data_skips_everything_after_collect(repo: Path) -> No
     assert "collect     ran" in out
     for stage in ("validate", "featurize", "train", "evaluate"):
         assert f"{stage:<12}skipped (unchanged)" in out, out
+    assert "already judged as version 1" in out  # the same candidate is not released twice
 
 
 def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:
