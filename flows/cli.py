@@ -193,9 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     rel = sub.add_parser(
         "release",
         help="gate the trained candidate and move `champion` if it passes",
-        epilog="examples:\n  plumber release\n"
-        "  plumber release --force --reason 'hotfix: slice check wrong after airport rename'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: plumber release   (override the gate, recorded: "
+        "plumber release --force --reason 'JFK slice check under review')",
     )
     rel.add_argument("--force", action="store_true", help="promote despite the gate (recorded)")
     rel.add_argument("--reason", default="", help="why (required with --force)")

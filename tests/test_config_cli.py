@@ -65,12 +65,14 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
 
     assert main(["--root", str(tmp_path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "watermarks": {}, "raw_rows": 0, "raw_days": 0, "quarantined_rows": 0, "sources": {}
+        "watermarks": {}, "raw_rows": 0, "raw_days": 0, "quarantined_rows": 0, "sources": {},
+        "champion": None,  # nothing released yet
     }  # fmt: skip
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in (["run"], ["status"], ["demo", "init"], ["demo", "advance"], ["demo", "api"]):
+    for command in (["run"], ["status"], ["release"], ["releases"], ["rollback"], ["predict"],
+                    ["demo", "init"], ["demo", "advance"], ["demo", "api"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,

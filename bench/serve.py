@@ -1,0 +1,113 @@
+"""Benchmark: scoring through the packaged pyfunc model against the bare torch model.
+
+    python bench/serve.py        # the working copy's model and test rows (after `make run`)
+
+The model of models/model.pt is packaged exactly as a release packages it and loaded
+in-process. Measured in the same run:
+
+- batch scoring, 10k-row batches of raw joined rows through the pyfunc (preprocessing,
+  MLflow's schema check, the model), in rows/s; floor: the bare model's forward pass on
+  ready tensors of the same rows;
+- single-row latency p50/p99 through the pyfunc; floor: the bare forward pass of one row.
+
+The ratios say what the raw-row interface costs over the network itself.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BATCH = 10_000
+
+
+def timed(call, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    call()  # warm-up: first-call allocations and lazy imports
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> int:
+    import mlflow
+    import pandas as pd
+    import torch
+
+    from tasks.features import Encoders
+    from tasks.io import read_json
+    from tasks.model import load_checkpoint
+    from tasks.serving import package, plain_rows
+
+    features, models = ROOT / "data" / "features", ROOT / "models"
+    if not (models / "model.pt").exists():
+        raise SystemExit("no trained model in models/: run `make run` first")
+    test = pd.read_parquet(features / "test.parquet")
+    threshold = read_json(ROOT / "reports" / "metrics.json")["threshold"]
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="plumber-bench-serve-") as tmp:
+        folder = package(models / "model.pt", features / "encoders.json", threshold,
+                         test.head(5), ROOT / "requirements.lock", Path(tmp) / "model")  # fmt: skip
+        pyfunc = mlflow.pyfunc.load_model(str(folder))
+        model = load_checkpoint(models / "model.pt")
+        encoders = Encoders.from_json(read_json(features / "encoders.json"))
+
+        rows = plain_rows(test)
+        batches = [rows.iloc[i : i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)]
+        codes, numeric = (torch.from_numpy(a) for a in encoders.transform(test))
+        tensor_batches = [(codes[i : i + BATCH], numeric[i : i + BATCH])
+                          for i in range(0, len(rows) - BATCH + 1, BATCH)]  # fmt: skip
+        n_rows = BATCH * len(batches)
+
+        def pyfunc_batches() -> None:
+            for batch in batches:
+                pyfunc.predict(batch)
+
+        def bare_batches() -> None:
+            with torch.no_grad():
+                for c, x in tensor_batches:
+                    torch.sigmoid(model(c, x) + model.config.logit_offset).mean(0)
+
+        pyfunc_rate = n_rows / statistics.median(timed(pyfunc_batches, 5))
+        bare_rate = n_rows / statistics.median(timed(bare_batches, 5))
+
+        singles = [rows.iloc[[i]] for i in range(300)]
+        single_tensors = [(codes[i : i + 1], numeric[i : i + 1]) for i in range(300)]
+        it = iter(range(10**9))
+
+        def one_pyfunc() -> None:
+            pyfunc.predict(singles[next(it) % len(singles)])
+
+        def one_bare() -> None:
+            c, x = single_tensors[next(it) % len(single_tensors)]
+            with torch.no_grad():
+                torch.sigmoid(model(c, x) + model.config.logit_offset).mean(0)
+
+        py_ms = np.array(timed(one_pyfunc, len(singles))) * 1000
+        bare_ms = np.array(timed(one_bare, len(singles))) * 1000
+
+    p50, p99 = np.percentile(py_ms, 50), np.percentile(py_ms, 99)
+    b50, b99 = np.percentile(bare_ms, 50), np.percentile(bare_ms, 99)
+    members = model.config.members
+    print(f"test rows {len(rows):,}; {len(batches)} batches of {BATCH:,}; {members} members")
+    print(f"  batch, bare forward on ready tensors  {bare_rate:12,.0f} rows/s")
+    print(f"  batch, pyfunc on raw joined rows      {pyfunc_rate:12,.0f} rows/s")
+    print(f"  ratio (pyfunc / bare): {pyfunc_rate / bare_rate:.2f}")
+    print(f"  single row, bare forward     p50 {b50:7.3f} ms   p99 {b99:7.3f} ms")
+    print(f"  single row, pyfunc           p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
+    print(f"  latency ratio (pyfunc / bare): p50 {p50 / b50:.1f}x   p99 {p99 / b99:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
