@@ -168,6 +168,19 @@ def test_rejected_candidate_is_a_normal_outcome(project) -> None:
     assert registry.history(client, NAME) == []
 
 
+def test_failed_smoke_test_rejects_and_moves_nothing(project) -> None:
+    params, paths = project
+    predictions = paths.reports / "test_predictions.parquet"
+    frame = pd.read_parquet(predictions)
+    frame.assign(proba=frame["proba"] + 0.01).to_parquet(predictions)  # evaluate disagrees
+    outcome = release.run(params, paths)
+    assert outcome.decision == "rejected" and outcome.champion_after is None
+    assert "differ from the evaluate stage's by up to 0.01" in outcome.reasons[0]
+    client = client_for(paths)
+    assert registry.champion(client, NAME) is None
+    assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
+
+
 def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkeypatch) -> None:
     params, paths = project
     with socket.socket() as s:  # a port with nothing listening
