@@ -44,6 +44,8 @@ def _use_project_environment(paths: Paths) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # Loading a registered model draws a progress bar per file: noise in logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
