@@ -8,7 +8,8 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.stages import StageResult, reproduce_stage, stage_order
+from flows.notify import notify_failure
+from flows.stages import StageFailed, StageResult, reproduce_stage, stage_order
 from tasks.config import Params, load_params
 from tasks.paths import Paths
 
@@ -34,7 +35,7 @@ def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()
 
 
-@flow(name="plumber")
+@flow(name="plumber", on_failure=[notify_failure])
 def pipeline(root: str = ".") -> dict[str, Any]:
     """Run the DVC stages (DVC skips those whose inputs did not change), then release."""
     from prefect.runtime import flow_run
@@ -43,6 +44,9 @@ def pipeline(root: str = ".") -> dict[str, Any]:
     params = load_params(paths.params)
     results: list[StageResult] = []
     for name in stage_order(paths.root):
-        results.append(_stage_task(name, params)(Path(paths.root), name, str(flow_run.id)))
+        try:
+            results.append(_stage_task(name, params)(Path(paths.root), name, str(flow_run.id)))
+        except Exception as exc:
+            raise StageFailed(name, exc) from exc
     outcome = release_candidate(Path(paths.root), str(flow_run.id))
     return {"stages": [asdict(r) for r in results], "release": outcome}

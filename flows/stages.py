@@ -18,6 +18,14 @@ class StageResult:
     seconds: float
 
 
+class StageFailed(Exception):
+    """A stage of the flow failed; names it, so reports and notifications can."""
+
+    def __init__(self, stage: str, error: BaseException | str) -> None:
+        self.stage, self.error = stage, str(error)
+        super().__init__(f"stage {stage} failed: {error}")
+
+
 def stage_order(root: Path) -> list[str]:
     """Every stage of dvc.yaml, dependencies first, as `dvc repro` would run them."""
     from dvc.repo import Repo

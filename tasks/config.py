@@ -201,6 +201,10 @@ class ReleaseParams(_Strict):
 class FlowParams(_Strict):
     collect_retries: int = Field(default=2, ge=0)
     collect_retry_delay_seconds: float = Field(default=10, ge=0)
+    notify_url_env: str | None = Field(
+        default="PLUMBER_NOTIFY_URL", description="variable holding the failure webhook URL"
+    )
+    notify_timeout_seconds: float = Field(default=5, gt=0)
 
 
 class Params(_Strict):

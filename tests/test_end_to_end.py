@@ -5,12 +5,14 @@ an incremental day, a no-op run, plain `dvc repro`, and a failing source."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,7 +182,26 @@ def test_metrics_and_the_mlflow_run(repo: Path) -> None:
     assert "test.model.recall_at_precision" in client.get_run(run_id).data.metrics
 
 
-def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path) -> None:
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A local webhook: keeps every JSON body posted to it."""
+
+    received: typing.ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path, monkeypatch) -> None:
+    receiver = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook?token=s3cret"
+    monkeypatch.setenv("PLUMBER_NOTIFY_URL", url)
     before = status(repo)
     lock = (repo / "dvc.lock").read_text()
     bad = repo / "var/upstream/drop/weather/weather_2013-01-05.csv"
@@ -192,5 +213,14 @@ def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path) -> None:
     assert done.returncode == 1
     assert "weather: weather_2013-01-05.csv is empty" in done.stderr + done.stdout
     assert "collect" in done.stderr
+    receiver.shutdown()
+    [message] = _Receiver.received  # the on_failure hook's webhook message
+    assert message["stage"] == "collect"
+    assert "collect" in message["error"]
+    assert (
+        message["flow_run"]["id"] in message["text"]
+        and "failed in stage collect" in message["text"]
+    )
+    assert "s3cret" not in done.stdout + done.stderr  # the URL's token never reaches the logs
     assert status(repo)["watermarks"] == before["watermarks"]
     assert (repo / "dvc.lock").read_text() == lock
