@@ -2,7 +2,7 @@
 
 Each command imports only what it needs (Prefect, DVC and pandas are slow to import),
 and expected failures end in one line naming the problem:
-exit 0 success, 1 failure, 2 bad usage or configuration.
+exit 0 success, 1 failure, 2 bad usage or configuration, 75 busy.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.cli_support import EXIT_FAILURE, EXIT_USAGE, StepError, configure_logging
+from tasks.cli_support import (
+    EXIT_BUSY,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    Busy,
+    StepError,
+    configure_logging,
+)
 from tasks.config import ConfigError, load_params
 from tasks.paths import Paths
 
@@ -49,11 +56,18 @@ def _use_project_environment(paths: Paths) -> None:
 
 
 def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
-    load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
+    params = load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
+    from flows.locks import run_lock
     from flows.pipeline import pipeline
+    from flows.stages import StageFailed
 
-    state = pipeline(root=str(paths.root), return_state=True)
+    with run_lock(paths, params.flow.lock_timeout_seconds):
+        state = pipeline(root=str(paths.root), return_state=True)
     if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, StageFailed) and error.busy:
+            print(f"busy: {error.error}", file=sys.stderr)
+            return EXIT_BUSY
         message = state.message or "the flow failed"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_FAILURE
@@ -271,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Busy as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (DemoError, SourceError, StepError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -45,7 +45,9 @@ def pipeline(root: str = ".") -> dict[str, Any]:
     results: list[StageResult] = []
     for name in stage_order(paths.root):
         try:
-            results.append(_stage_task(name, params)(Path(paths.root), name, str(flow_run.id)))
+            stage = _stage_task(name, params)
+            run_id, wait = str(flow_run.id), params.flow.lock_timeout_seconds
+            results.append(stage(Path(paths.root), name, run_id, wait))
         except Exception as exc:
             raise StageFailed(name, exc) from exc
     outcome = release_candidate(Path(paths.root), str(flow_run.id))

@@ -22,7 +22,10 @@ class StageFailed(Exception):
     """A stage of the flow failed; names it, so reports and notifications can."""
 
     def __init__(self, stage: str, error: BaseException | str) -> None:
+        from tasks.cli_support import Busy
+
         self.stage, self.error = stage, str(error)
+        self.busy = isinstance(error, Busy)  # waited too long for another process
         super().__init__(f"stage {stage} failed: {error}")
 
 
@@ -35,17 +38,22 @@ def stage_order(root: Path) -> list[str]:
         return [stage.addressing for stage in plan_repro(get_active_graph(repo.index.graph))]
 
 
-def reproduce_stage(root: Path, name: str, flow_run_id: str | None = None) -> StageResult:
+def reproduce_stage(
+    root: Path, name: str, flow_run_id: str | None = None, lock_timeout: float = 600
+) -> StageResult:
     """Run one stage if DVC considers it changed; dvc.lock records it either way.
 
-    The stage's process sees the flow run's id, so its MLflow run can name it.
+    The stage's process sees the flow run's id, so its MLflow run can name it. A DVC
+    command holding the repository is waited for, up to `lock_timeout` seconds.
     """
     import os
 
     from dvc.repo import Repo
 
+    from flows.locks import wait_for_dvc
     from tasks.tracking import FLOW_RUN_ENV
 
+    wait_for_dvc(root, lock_timeout)
     if flow_run_id:
         os.environ[FLOW_RUN_ENV] = flow_run_id
     start = time.perf_counter()

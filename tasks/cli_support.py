@@ -15,10 +15,15 @@ from tasks.sources import SourceError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BUSY = 75  # EX_TEMPFAIL: try again later
 
 
 class StepError(Exception):
     """A step found a problem in the data it must not pass on."""
+
+
+class Busy(StepError):
+    """Another process holds what this one needs; the message names it."""
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -44,6 +49,9 @@ def run_step(step: Callable[[], object]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Busy as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (SourceError, StepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

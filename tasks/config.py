@@ -205,6 +205,9 @@ class FlowParams(_Strict):
         default="PLUMBER_NOTIFY_URL", description="variable holding the failure webhook URL"
     )
     notify_timeout_seconds: float = Field(default=5, gt=0)
+    lock_timeout_seconds: float = Field(
+        default=600, ge=0, description="wait this long for another run or dvc command"
+    )
 
 
 class Params(_Strict):

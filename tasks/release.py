@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from tasks import registry, tracking
-from tasks.cli_support import StepError
+from tasks.cli_support import Busy, StepError
 from tasks.config import Params
 from tasks.features import LABEL
 from tasks.gate import METRIC, NO_CHANGE, REJECTED, Decision, Evidence, decide
@@ -82,7 +82,7 @@ def locked(paths: Paths, timeout: float) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise StepError(
+        raise Busy(
             f"another release or rollback holds {paths.var / 'release.lock'} "
             f"(waited {timeout:g} s; release.lock_timeout_seconds)"
         ) from None

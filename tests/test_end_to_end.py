@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,28 @@ def test_rerun_without_new_data_skips_everything_after_collect(repo: Path) -> No
     for stage in ("validate", "featurize", "train", "evaluate"):
         assert f"{stage:<12}skipped (unchanged)" in out, out
     assert "already judged as version 1" in out  # the same candidate is not released twice
+
+
+def test_two_runs_and_a_dvc_repro_at_once_take_turns(repo: Path) -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PREFECT_HOME", None)
+    first = subprocess.Popen(["plumber", "run"], cwd=repo, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    holder = repo / "var/run.holder.json"
+    deadline = time.monotonic() + 60
+    while not holder.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # --wait-for-lock: DVC's own way to wait for a holder (the plumber run's stages)
+    repro = subprocess.Popen(["dvc", "--wait-for-lock", "repro"], cwd=repo, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    second = sh(repo, "plumber", "run", ok=False)  # waits for the first run, then for DVC
+    outputs = [first.communicate(timeout=600), repro.communicate(timeout=600)]
+    assert first.returncode == 0, outputs[0][1][-3000:]
+    assert repro.returncode == 0, outputs[1][1][-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    everything = second.stdout + second.stderr + "".join(o + e for o, e in outputs)
+    assert "Unable to acquire lock" not in everything
+    assert "evaluate    skipped (unchanged)" in second.stdout
 
 
 def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:

@@ -1,0 +1,59 @@
+"""Who holds the repository: another plumber run, or a DVC command; exit 75 names it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+from flows.locks import run_lock, wait_for_dvc
+from tasks.cli_support import EXIT_BUSY, Busy
+from tasks.paths import Paths
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_a_held_run_lock_names_its_holder(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    held_here = f"another plumber run \\(pid {os.getpid()}, since "
+    with (
+        run_lock(paths, timeout=1),
+        pytest.raises(Busy, match=held_here),
+        run_lock(paths, timeout=0.2),
+    ):
+        pass
+    with run_lock(paths, timeout=0.2):  # released: free again
+        pass
+
+
+def test_plumber_run_exits_75_while_another_run_holds_the_repository(tmp_path, capsys) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["flow"]["lock_timeout_seconds"] = 0.3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with run_lock(Paths.at(tmp_path), timeout=1):
+        assert main(["--root", str(tmp_path), "run"]) == EXIT_BUSY
+    err = capsys.readouterr().err
+    assert err.startswith("busy: another plumber run") and "flow.lock_timeout_seconds" in err
+
+
+def test_waits_for_a_dvc_command_then_names_it(tmp_path: Path) -> None:
+    lock = tmp_path / ".dvc" / "tmp" / "lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(  # DVC's own lock library, held by another process
+        [sys.executable, "-c", "import sys, time, zc.lockfile; "
+         f"l = zc.lockfile.LockFile({str(lock)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match=f"a DVC command \\(pid {holder.pid}: `dvc repro`"):
+            wait_for_dvc(tmp_path, timeout=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    wait_for_dvc(tmp_path, timeout=5)  # free once its holder is gone
