@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, task
 
 from flows.notify import notify_failure
+from flows.run_record import record_run
 from flows.stages import StageFailed, StageResult, reproduce_stage, stage_order
 from tasks.config import Params, load_params
 from tasks.paths import Paths
@@ -35,7 +36,11 @@ def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()
 
 
-@flow(name="plumber", on_failure=[notify_failure])
+@flow(
+    name="plumber",
+    on_completion=[record_run],
+    on_failure=[notify_failure, record_run],
+)
 def pipeline(root: str = ".") -> dict[str, Any]:
     """Run the DVC stages (DVC skips those whose inputs did not change), then release."""
     from prefect.runtime import flow_run

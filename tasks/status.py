@@ -35,6 +35,7 @@ def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
             for name, entry in sources.items()
         },
     }
+    data["last_run"] = read_json(paths.var / "last_run.json", default=None)  # flows/run_record.py
     if model_name is not None:
         from tasks.registry import champion_summary
 
@@ -56,6 +57,10 @@ def format_status(data: dict[str, Any]) -> str:
         )
         if src["skipped_files"]:
             lines.append(f"{'':<14}skipped files: {', '.join(src['skipped_files'])}")
+    run = data.get("last_run")
+    if run:
+        release = f", release {run['decision']}" if run.get("decision") else ""
+        lines.append(f"last run: {run['name']} {run['state']} at {run['finished']}{release}")
     if "champion" in data:
         champ = data["champion"]
         lines.append(

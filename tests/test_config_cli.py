@@ -66,7 +66,7 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
     assert main(["--root", str(tmp_path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "watermarks": {}, "raw_rows": 0, "raw_days": 0, "quarantined_rows": 0, "sources": {},
-        "champion": None,  # nothing released yet
+        "champion": None, "last_run": None,  # nothing run or released yet
     }  # fmt: skip
 
 

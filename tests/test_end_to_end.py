@@ -110,6 +110,9 @@ def test_first_run_collects_every_source_kind(repo: Path) -> None:
         == "2013-01-04T05:00:00+00:00"
     )
     assert st["raw_days"] == 3
+    last = st["last_run"]
+    assert last["state"] == "COMPLETED" and last["decision"] in ("released", "rejected")
+    assert len(last["id"]) == 36 and last["started"] <= last["finished"]
     assert st["sources"]["flights"]["rows"] == 842 + 943 + 914
     assert st["sources"]["weather_api"]["rows"] == st["sources"]["weather"]["rows"] > 200
     assert st["quarantined_rows"] == 0
@@ -245,5 +248,7 @@ def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path, monkeypat
         and "failed in stage collect" in message["text"]
     )
     assert "s3cret" not in done.stdout + done.stderr  # the URL's token never reaches the logs
-    assert status(repo)["watermarks"] == before["watermarks"]
+    after = status(repo)
+    assert after["watermarks"] == before["watermarks"]
+    assert after["last_run"]["state"] == "FAILED" and after["last_run"]["decision"] is None
     assert (repo / "dvc.lock").read_text() == lock
