@@ -28,7 +28,7 @@ from tasks.baselines import BASELINES
 from tasks.config import EvaluateParams, Params, load_params
 from tasks.features import LABEL, Encoders
 from tasks.io import read_json, replace_dir, require, write_json, write_parquet
-from tasks.metrics import choose_threshold, metric_block, recall_at_precision
+from tasks.metrics import REPORTED, choose_threshold, metric_block, recall_at_precision
 from tasks.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -181,17 +181,7 @@ def _log_to_mlflow(paths: Paths, run_id: str, report: dict[str, Any]) -> None:
 def summary(report: dict[str, Any]) -> str:
     """Model and baselines side by side, as `plumber run` prints it."""
     rows = {"model": report["model"], **report["baselines"]}
-    cols = [
-        "recall_at_precision",
-        "precision",
-        "recall",
-        "pr_auc",
-        "roc_auc",
-        "log_loss",
-        "brier",
-        "ece",
-        "accuracy",
-    ]
+    cols = REPORTED
     head = f"{'':<24}" + "".join(f"{c.replace('_at_precision', '@P'):>11}" for c in cols)
     lines = [f"test window {report['test_window'][0]}..{report['test_window'][1]}, "
              f"{report['test_rows']:,} flights; service metric: recall at precision >= "

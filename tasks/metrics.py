@@ -17,6 +17,9 @@ from sklearn.metrics import (
 )
 
 NEVER = 1.0 + 1e-9  # a threshold above every probability: never warn
+# The metrics shown for every model, the service metric first.
+REPORTED = ("recall_at_precision", "precision", "recall", "pr_auc", "roc_auc", "log_loss",
+            "brier", "ece", "accuracy")  # fmt: skip
 
 
 def recall_at_precision(y: np.ndarray, proba: np.ndarray, min_precision: float) -> float:

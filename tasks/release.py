@@ -42,8 +42,9 @@ from tasks.config import Params
 from tasks.features import LABEL
 from tasks.gate import METRIC, NO_CHANGE, REJECTED, Decision, Evidence, decide
 from tasks.io import read_json, require
-from tasks.metrics import metric_block
+from tasks.metrics import REPORTED, metric_block
 from tasks.paths import Paths
+from tasks.serving import size_mb
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def run(
         _step("package")
         test = scored_test_rows(paths)
         packaged = _package(paths, params, metrics["threshold"], test)
-        size = _size_mb(packaged)
+        size = size_mb(packaged)
         artifact_path = f"release/{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
         client.log_artifacts(run_id, str(packaged), artifact_path)
 
@@ -238,10 +239,6 @@ def _package(paths: Paths, params: Params, threshold: float, test: pd.DataFrame)
         paths.root / "requirements.lock",
         paths.var / "release" / "model",
     )
-
-
-def _size_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def scored_test_rows(paths: Paths) -> pd.DataFrame:
@@ -376,8 +373,7 @@ def _tag_version(
 
 
 def _short(block: dict[str, Any] | None) -> dict[str, float]:
-    keys = (METRIC, "precision", "recall", "pr_auc", "roc_auc", "log_loss", "brier", "ece")
-    return {k: round(float(block[k]), 4) for k in keys if k in block} if block else {}
+    return {k: round(float(block[k]), 4) for k in REPORTED if k in block} if block else {}
 
 
 def model_card(
