@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.cli_support import (
     EXIT_BUSY,
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 EXAMPLES = """examples:
   plumber demo init                 build the demo upstream (half a year visible)
-  plumber run                       collect and validate through the Prefect flow
+  plumber run                       the pipeline once, as a Prefect flow
+  plumber run --force               ... retraining whatever the retrain policy says
+  plumber serve                     the flow on the cron in params.yaml (flow.serve)
   plumber demo advance --days 1     let one more day of data arrive
   plumber status --json             watermarks, row counts and the champion as JSON
   plumber release                   gate the new candidate; move `champion` if it passes
@@ -57,33 +59,73 @@ def _use_project_environment(paths: Paths) -> None:
 
 def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
     params = load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
+    from flows.overrides import changes_of, parse_assignments
+
+    overrides = changes_of(parse_assignments(args.set or []))  # bad --set: exit 2, here
     from flows.locks import run_lock
     from flows.pipeline import pipeline
     from flows.stages import StageFailed
 
     with run_lock(paths, params.flow.lock_timeout_seconds):
-        state = pipeline(root=str(paths.root), return_state=True)
+        state = pipeline(
+            root=str(paths.root), force=args.force, overrides=overrides or None, return_state=True
+        )
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
-        if isinstance(error, StageFailed) and error.busy:
-            print(f"busy: {error.error}", file=sys.stderr)
+        if isinstance(error, Busy) or (isinstance(error, StageFailed) and error.busy):
+            print(f"busy: {getattr(error, 'error', error)}", file=sys.stderr)
             return EXIT_BUSY
+        if isinstance(error, ConfigError):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
         message = state.message or "the flow failed"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_FAILURE
-    results = state.result()
-    for r in results["stages"]:
-        outcome = "ran" if r["ran"] else "skipped (unchanged)"
-        print(f"  {r['stage']:<12}{outcome:<22}{r['seconds']:.1f}s")
+    print(format_run(state.result(), paths))
+    return 0
+
+
+def format_run(report: dict[str, Any], paths: Paths) -> str:
+    """The run for people: stages, the retrain verdict, evaluation, the release."""
+    shown = {"ran": "ran", "unchanged": "skipped (unchanged)", "skipped": "skipped"}
+    lines = [
+        f"  {r['stage']:<12}{shown[r['outcome']]:<22}{r['seconds']:.1f}s" for r in report["stages"]
+    ]
+    rows = report["rows"]
+    lines.append(
+        f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"
+    )
+    if report["retrain"] and not report["retrain"]["retrain"]:
+        lines.append(report["retrain"]["reason"])
+        return "\n".join(lines)
     metrics = paths.reports / "metrics.json"
     if metrics.exists():
         from tasks.evaluate import summary
         from tasks.io import read_json
 
-        print(summary(read_json(metrics)))
+        lines.append(summary(read_json(metrics)))
     from tasks.release import Outcome, describe
 
-    print(describe(Outcome(**results["release"])))
+    lines.append(describe(Outcome(**report["release"])))
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace, paths: Paths) -> int:
+    from flows import deployment
+
+    serve = load_params(paths.params).flow.serve
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "note: PREFECT_API_URL is not set, so runs are served by a temporary Prefect "
+            "server that lives with this process; start `make server` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api to see them in the UI",
+            file=sys.stderr,
+        )
+    print(
+        f"serving deployment plumber/{serve.name}: cron '{serve.cron}' ({serve.timezone}), "
+        f"one run at a time (overlap: {serve.overlap}); Ctrl-C stops"
+    )
+    deployment.serve(serve, paths.root)
     return 0
 
 
@@ -196,9 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", help="run the pipeline once as a Prefect flow", epilog="example: plumber run"
+        "run",
+        help="run the pipeline once as a Prefect flow",
+        description="Collect and validate; then, if the retrain policy (schedule.retrain_when) "
+        "or --force says so, featurize, train, evaluate and release.",
+        epilog="examples:\n  plumber run\n  plumber run --force\n"
+        "  plumber run --set train.lr=0.002 --set train.hidden=[64]   (kept in params.yaml)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    run.add_argument(
+        "--force", action="store_true", help="retrain whatever the retrain policy says"
+    )
+    run.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE",
+        help="override a params.yaml value for this run (written to params.yaml, as "
+        "`dvc exp run --set-param` does); implies retraining",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
+
+    srv = sub.add_parser(
+        "serve",
+        help="run the flow on the cron in params (flow.serve) until stopped",
+        epilog="example: PREFECT_API_URL=http://127.0.0.1:4200/api plumber serve   "
+        "(with `make server` running: runs show in its UI)",
+    )
+    srv.set_defaults(func=cmd_serve)
 
     st = sub.add_parser(
         "status", help="watermarks, rows and quarantine", epilog="example: plumber status --json"
@@ -274,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths.at(args.root)
-    if args.func is not cmd_run:  # a flow run logs through Prefect's handlers
+    if args.func not in (cmd_run, cmd_serve):  # flow runs log through Prefect's handlers
         configure_logging()
     _use_project_environment(paths)
     from tasks.demo.upstream import DemoError

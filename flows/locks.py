@@ -23,14 +23,21 @@ from tasks.paths import Paths
 
 @contextmanager
 def run_lock(paths: Paths, timeout: float) -> Iterator[None]:
-    """Hold var/run.lock; the holder's pid and start time go beside it for the message."""
+    """Hold var/run.lock; the holder's pid and start time go beside it for the message.
+
+    Reentrant within a process: `plumber run` takes it before starting Prefect (a busy
+    repository fails fast), and the flow takes it again, as a scheduled run must."""
     from filelock import FileLock, Timeout
 
     paths.var.mkdir(parents=True, exist_ok=True)
     lock_file, holder_file = paths.var / "run.lock", paths.var / "run.holder.json"
-    lock = FileLock(str(lock_file), timeout=timeout)
+    lock = FileLock(str(lock_file), is_singleton=True)
+    if lock.is_locked:  # held by this process already
+        with lock:
+            yield
+        return
     try:
-        lock.acquire()
+        lock.acquire(timeout=timeout)
     except Timeout:
         holder = _read(holder_file)
         raise Busy(

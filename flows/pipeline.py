@@ -1,33 +1,73 @@
-"""The Prefect flow: every DVC stage as one Prefect task, in the order DVC gives."""
+"""The Prefect flow: every DVC stage as one Prefect task, in the order DVC gives, the
+retrain policy after validation, then the release.
+
+In the Prefect UI a stage DVC found unchanged ends in the state "Cached", a stage the
+retrain policy left out in "Skipped"; both are Completed, neither ran.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
+from flows import retrain, summary
+from flows.locks import run_lock
 from flows.notify import notify_failure
+from flows.overrides import Overrides, apply, changes_of
 from flows.run_record import record_run
-from flows.stages import StageFailed, StageResult, reproduce_stage, stage_order
-from tasks.config import Params, load_params
+from flows.stages import SKIPPED, UNCHANGED, StageFailed, StageResult, reproduce_stage, stage_order
+from tasks.config import ConfigError, FlowParams, Params, load_params
 from tasks.paths import Paths
 
+# Prefect hands its log handlers to these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but not
+# a level, and the root's WARNING would hide the stages' INFO lines from the run's logs.
+for _name in ("flows", "tasks"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.INFO)
 
-def _stage_task(name: str, params: Params) -> Any:
-    # Collection talks to other systems, so it alone is retried; the other stages
-    # are deterministic and would fail the same way again.
-    retries = params.flow.collect_retries if name == "collect" else 0
-    return task(
-        name=name,
-        task_run_name=f"dvc-stage-{name}",
-        retries=retries,
-        retry_delay_seconds=params.flow.collect_retry_delay_seconds,
-    )(reproduce_stage)
+# The retrain policy is asked once this stage has run: the stages after it build features,
+# train and evaluate, and are left out when no retrain is needed.
+POLICY_AFTER = "validate"
 
 
-@task(name="release", task_run_name="release")
+@task(cache_policy=NO_CACHE, persist_result=False)
+def run_stage(
+    root: Path, name: str, flow_run_id: str, lock_timeout: float, timeout: float | None
+) -> Any:
+    result = reproduce_stage(root, name, flow_run_id, lock_timeout, timeout)
+    if result.outcome == UNCHANGED:
+        message = "unchanged since dvc.lock: DVC skipped it"
+        return Completed(name="Cached", message=message, data=asdict(result))
+    return asdict(result)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def skip_stage(name: str, reason: str) -> Any:
+    result = StageResult(name, SKIPPED, 0.0, note=reason)
+    return Completed(name="Skipped", message=reason, data=asdict(result))
+
+
+@task(
+    name="retrain-policy",
+    task_run_name="retrain-policy",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def retrain_policy(root: Path, params: Params, force: str | None) -> dict[str, Any]:
+    verdict = retrain.verdict(params.schedule.retrain_when, Paths.at(root), force)
+    logging.getLogger(__name__).info(
+        "%s", verdict.reason if not verdict.retrain else f"retrain: {verdict.reason}"
+    )
+    return asdict(verdict)
+
+
+@task(name="release", task_run_name="release", cache_policy=NO_CACHE, persist_result=False)
 def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     """The gate and the registry, after the stages: its side effects stay out of DVC."""
     from tasks import release
@@ -36,24 +76,98 @@ def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()
 
 
+def _skipped(name: str, reason: str = "no retrain needed") -> dict[str, Any]:
+    skip: Any = skip_stage.with_options(name=name, task_run_name=name)
+    return dict(skip(name, reason, return_state=True).result())
+
+
+def _stage_task(name: str, flow_params: FlowParams) -> Any:
+    # Collection talks to other systems, so it alone is retried, with a doubling delay;
+    # the other stages are deterministic and would fail the same way again.
+    retries = flow_params.collect_retries if name == "collect" else 0
+    delay = flow_params.collect_retry_delay_seconds
+    return run_stage.with_options(
+        name=name,
+        task_run_name=name,
+        retries=retries,
+        retry_delay_seconds=[delay * 2**i for i in range(retries)] or 0,
+    )
+
+
+def check_timeouts(flow_params: FlowParams, stages: list[str]) -> None:
+    unknown = set(flow_params.stage_timeout_seconds) - {*stages, "release", "default"}
+    if unknown:
+        raise ConfigError(
+            f"flow.stage_timeout_seconds: no stage named {', '.join(sorted(unknown))} "
+            f"(stages: {', '.join(stages)}, release, default)"
+        )
+
+
 @flow(
     name="plumber",
     on_completion=[record_run],
     on_failure=[notify_failure, record_run],
+    validate_parameters=True,
 )
-def pipeline(root: str = ".") -> dict[str, Any]:
-    """Run the DVC stages (DVC skips those whose inputs did not change), then release."""
+def pipeline(
+    root: str = ".",
+    force: bool = False,
+    overrides: Overrides | None = None,  # type: ignore[valid-type]
+) -> dict[str, Any]:
+    """Collect, validate, and, when the retrain policy or `force` says so, featurize, train,
+    evaluate and release. `overrides`: params.yaml values for this run (kept in the file).
+
+    The run holds var/run.lock throughout, however it was started (CLI, schedule, UI)."""
     from prefect.runtime import flow_run
 
     paths = Paths.at(root)
-    params = load_params(paths.params)
-    results: list[StageResult] = []
-    for name in stage_order(paths.root):
+    with run_lock(paths, load_params(paths.params).flow.lock_timeout_seconds):
+        changed = apply(paths.params, changes_of(overrides))
+        params = load_params(paths.params)
+        forced = "plumber run --force" if force else None
+        if changed:
+            forced = f"parameters overridden ({', '.join(changed)})"
+        rows_before = summary.rows_by_source(paths)
+        results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
+    report = summary.build(
+        paths,
+        {"id": str(flow_run.id), "name": str(flow_run.name)},
+        results,
+        rows_before,
+        verdict,
+        outcome,
+        changed,
+    )
+    summary.publish(report)
+    return report
+
+
+def _run_stages(
+    paths: Paths, params: Params, run_id: str, forced: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
+    """The stages in DVC's order, the retrain policy after POLICY_AFTER, the release."""
+    stages = stage_order(paths.root)
+    check_timeouts(params.flow, stages)
+    wait = params.flow.lock_timeout_seconds
+    results: list[dict[str, Any]] = []
+    verdict: dict[str, Any] | None = None
+    for name in stages:
+        if verdict is not None and not verdict["retrain"]:
+            results.append(_skipped(name))
+            continue
         try:
-            stage = _stage_task(name, params)
-            run_id, wait = str(flow_run.id), params.flow.lock_timeout_seconds
-            results.append(stage(Path(paths.root), name, run_id, wait))
+            stage = _stage_task(name, params.flow)
+            limit = params.flow.timeout_for(name)
+            results.append(stage(paths.root, name, run_id, wait, limit, return_state=True).result())
         except Exception as exc:
             raise StageFailed(name, exc) from exc
-    outcome = release_candidate(Path(paths.root), str(flow_run.id))
-    return {"stages": [asdict(r) for r in results], "release": outcome}
+        if name == POLICY_AFTER:
+            verdict = retrain_policy(paths.root, params, forced)
+    if verdict is not None and not verdict["retrain"]:
+        _skipped("release")
+        return results, verdict, None
+    release = release_candidate.with_options(timeout_seconds=params.flow.timeout_for("release"))
+    try:
+        return results, verdict, release(paths.root, run_id)
+    except Exception as exc:
+        raise StageFailed("release", exc) from exc

@@ -18,11 +18,12 @@ FILE = "last_run.json"
 def record_run(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect on_completion / on_failure hook."""
     paths = Paths.at(flow_run.parameters.get("root", "."))
-    decision = None
+    decision = retrained = None
     if state.is_completed():
         result = state.result(raise_on_failure=False)
         if isinstance(result, dict):
             decision = (result.get("release") or {}).get("decision")
+            retrained = (result.get("retrain") or {}).get("retrain")
     started = flow_run.start_time
     write_json(
         paths.var / FILE,
@@ -32,6 +33,7 @@ def record_run(flow: Any, flow_run: Any, state: Any) -> None:
             "state": state.type.value,
             "started": started.isoformat() if started else None,
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "decision": decision,
+            "decision": decision,  # None: the release did not run
+            "retrain": retrained,  # False: the retrain policy found no retrain needed
         },
     )

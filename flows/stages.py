@@ -2,31 +2,75 @@
 
 The stage list lives in dvc.yaml alone; this module asks DVC for it, so the flow and
 `dvc repro` can never disagree about what runs or in which order.
+
+A stage that changed runs as `dvc repro --single-item NAME` in its own process group, so
+its output can be read line by line into the flow's logs, the error line it ends with can
+name the failure, and a stage past its time limit can be stopped with everything it
+started. DVC decides what changed and records it in dvc.lock, exactly as `dvc repro` does.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.cli_support import EXIT_BUSY, LOG_FORMAT_ENV, Busy, StepError
+
+log = logging.getLogger(__name__)
+
+RAN, UNCHANGED, SKIPPED = "ran", "unchanged", "skipped"
+
+# The stages log "LEVEL logger: message" (LOG_FORMAT_ENV); the flow re-logs each line at
+# its level, so a stage's warnings stay warnings in Prefect's run logs.
+CHILD_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+_CHILD_RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
+# DVC's own chatter around a stage: kept at debug level.
+_DVC_CHATTER = (
+    "Running stage",
+    "> ",
+    "Updating lock file",
+    "To track the changes with git",
+    "git add ",
+    "To enable auto staging",
+    "dvc config core.autostage",
+    "Use `dvc push` to send",
+)
+_GRACE_SECONDS = 10  # between asking a timed-out stage to stop and killing it
 
 
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    ran: bool  # False: DVC found nothing changed and skipped it
+    outcome: str  # RAN, UNCHANGED (DVC found nothing changed) or SKIPPED (retrain policy)
     seconds: float
+    note: str = ""
+
+    @property
+    def ran(self) -> bool:
+        return self.outcome == RAN
 
 
 class StageFailed(Exception):
     """A stage of the flow failed; names it, so reports and notifications can."""
 
     def __init__(self, stage: str, error: BaseException | str) -> None:
-        from tasks.cli_support import Busy
-
         self.stage, self.error = stage, str(error)
         self.busy = isinstance(error, Busy)  # waited too long for another process
         super().__init__(f"stage {stage} failed: {error}")
+
+
+class StageTimeout(StepError):
+    """A stage ran past its limit (flow.stage_timeout_seconds) and was stopped."""
 
 
 def stage_order(root: Path) -> list[str]:
@@ -38,25 +82,137 @@ def stage_order(root: Path) -> list[str]:
         return [stage.addressing for stage in plan_repro(get_active_graph(repo.index.graph))]
 
 
-def reproduce_stage(
-    root: Path, name: str, flow_run_id: str | None = None, lock_timeout: float = 600
-) -> StageResult:
-    """Run one stage if DVC considers it changed; dvc.lock records it either way.
-
-    The stage's process sees the flow run's id, so its MLflow run can name it. A DVC
-    command holding the repository is waited for, up to `lock_timeout` seconds.
-    """
-    import os
-
+def stage_changed(root: Path, name: str) -> bool:
+    """Whether `dvc repro` would run the stage: always-changed, or a dependency, output,
+    parameter or command differs from dvc.lock. Hashes come from DVC's state cache, so
+    files that did not change are not read again."""
     from dvc.repo import Repo
 
+    with Repo(str(root)) as repo, repo.lock:
+        [stage] = repo.stage.collect(name)
+        return bool(stage.always_changed or stage.changed())
+
+
+def reproduce_stage(
+    root: Path,
+    name: str,
+    flow_run_id: str | None = None,
+    lock_timeout: float = 600,
+    timeout: float | None = None,
+) -> StageResult:
+    """Run one stage if DVC considers it changed; dvc.lock records it.
+
+    A DVC command holding the repository is waited for, up to `lock_timeout` seconds.
+    The stage's process sees the flow run's id, so its MLflow run can name it.
+    """
     from flows.locks import wait_for_dvc
     from tasks.tracking import FLOW_RUN_ENV
 
     wait_for_dvc(root, lock_timeout)
-    if flow_run_id:
-        os.environ[FLOW_RUN_ENV] = flow_run_id
     start = time.perf_counter()
-    with Repo(str(root)) as repo:
-        ran = repo.reproduce(name, single_item=True)
-    return StageResult(stage=name, ran=bool(ran), seconds=round(time.perf_counter() - start, 3))
+    if not stage_changed(root, name):
+        return StageResult(name, UNCHANGED, round(time.perf_counter() - start, 3))
+    # `python -m tasks.<step>` in dvc.yaml must find this interpreter, however the flow
+    # was started (CLI, a schedule, a worker).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, LOG_FORMAT_ENV: CHILD_LOG_FORMAT, "PATH": path}
+    if flow_run_id:
+        env[FLOW_RUN_ENV] = flow_run_id
+    argv = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
+    code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name))
+    seconds = round(time.perf_counter() - start, 3)
+    if timed_out:
+        raise StageTimeout(
+            f"stopped after {timeout:g} s (flow.stage_timeout_seconds; "
+            "the stage's previous outputs are kept)"
+        )
+    if code != 0:
+        message = last_error(tail) or f"`dvc repro --single-item {name}` exited {code}"
+        if code == EXIT_BUSY or "Unable to acquire lock" in message:
+            raise Busy(message)
+        raise StepError(message)
+    return StageResult(name, RAN, seconds)
+
+
+def run_captured(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float | None,
+    on_line: Callable[[str], None],
+) -> tuple[int, list[str], bool]:
+    """Run a command in its own process group, handing each output line to `on_line`.
+
+    Returns (exit code, the last 40 lines, whether it was stopped for the timeout). Past
+    the timeout, or if this process is interrupted, the whole group is stopped: SIGTERM,
+    then SIGKILL after a grace period.
+    """
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+    )  # fmt: skip
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        _stop_group(proc)
+
+    timer = threading.Timer(timeout, stop) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    tail: deque[str] = deque(maxlen=40)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+        code = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if proc.poll() is None:  # interrupted (Ctrl-C, a cancelled flow run)
+            _stop_group(proc)
+    return code, list(tail), timed_out.is_set()
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, _GRACE_SECONDS), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_error(lines: list[str]) -> str | None:
+    """The line a failed stage ended with: its own `error:` / `busy:` line, else DVC's."""
+    for prefix in ("error: ", "busy: ", "ERROR: "):
+        for line in reversed(lines):
+            if line.startswith(prefix):
+                return line.removeprefix(prefix)
+    return next((line for line in reversed(lines) if line.strip()), None)
+
+
+def _relay(stage: str) -> Callable[[str], None]:
+    """Re-log a stage's output line in this process, at the level the stage gave it."""
+    stage_log = logging.getLogger(f"flows.stage.{stage}")
+
+    def relay(line: str) -> None:
+        if not line.strip():
+            return
+        record = _CHILD_RECORD.match(line)
+        if record:
+            level, logger, message = record.groups()
+            stage_log.log(logging.getLevelNamesMapping()[level], "%s: %s", logger, message)
+        elif line.strip().startswith(_DVC_CHATTER):
+            stage_log.debug("%s", line)
+        else:
+            stage_log.info("%s", line)
+
+    return relay

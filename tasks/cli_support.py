@@ -7,6 +7,7 @@ with one line naming the problem and a non-zero exit, not a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -16,6 +17,10 @@ from tasks.sources import SourceError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BUSY = 75  # EX_TEMPFAIL: try again later
+
+# The flow runs each stage with this set to a format without a timestamp: it re-logs the
+# stage's lines through Prefect, which stamps them itself.
+LOG_FORMAT_ENV = "PLUMBER_LOG_FORMAT"
 
 
 class StepError(Exception):
@@ -27,8 +32,9 @@ class Busy(StepError):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    default = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format=os.environ.get(LOG_FORMAT_ENV, default), stream=sys.stderr
     )
 
 

@@ -21,6 +21,14 @@ class ConfigError(Exception):
     """params.yaml (or an environment variable it names) is missing or invalid."""
 
 
+def _known_timezone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {tz!r}") from exc
+    return tz
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,12 +129,8 @@ class CollectParams(_Strict):
 
     @field_validator("timezone")
     @classmethod
-    def _known_timezone(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {tz!r}") from exc
-        return tz
+    def _known_zone(cls, tz: str) -> str:
+        return _known_timezone(tz)
 
     @field_validator("sources")
     @classmethod
@@ -198,9 +202,38 @@ class ReleaseParams(_Strict):
     lock_timeout_seconds: float = Field(default=600, ge=0)
 
 
+class ServeParams(_Strict):
+    """`plumber serve` and prefect.yaml: the deployment's name, cron and overlap rule."""
+
+    name: str = Field(default="plumber-daily", pattern=r"^[A-Za-z0-9][A-Za-z0-9_. -]*$")
+    cron: str = Field(default="0 6 * * *", description="five fields: min hour day month weekday")
+    timezone: str = "UTC"
+    overlap: Literal["wait", "cancel"] = Field(
+        default="wait", description="a run due while one is running waits, or is cancelled"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"{cron!r} is not a cron line of five fields")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        return _known_timezone(tz)
+
+
 class FlowParams(_Strict):
     collect_retries: int = Field(default=2, ge=0)
-    collect_retry_delay_seconds: float = Field(default=10, ge=0)
+    collect_retry_delay_seconds: float = Field(
+        default=10, ge=0, description="doubles after each retry"
+    )
+    stage_timeout_seconds: dict[str, float] = Field(
+        default={"default": 3600},
+        description="per stage (and 'release'); 'default' for the others",
+    )
     notify_url_env: str | None = Field(
         default="PLUMBER_NOTIFY_URL", description="variable holding the failure webhook URL"
     )
@@ -208,10 +241,36 @@ class FlowParams(_Strict):
     lock_timeout_seconds: float = Field(
         default=600, ge=0, description="wait this long for another run or dvc command"
     )
+    serve: ServeParams = Field(default_factory=ServeParams)
+
+    @field_validator("stage_timeout_seconds")
+    @classmethod
+    def _positive(cls, limits: dict[str, float]) -> dict[str, float]:
+        for stage, seconds in limits.items():
+            if seconds <= 0:
+                raise ValueError(f"{stage}: a time limit must be above 0 seconds")
+        return limits
+
+    def timeout_for(self, stage: str) -> float | None:
+        return self.stage_timeout_seconds.get(stage, self.stage_timeout_seconds.get("default"))
+
+
+class RetrainWhen(_Strict):
+    """A run retrains when either holds (or with --force); otherwise it stops after
+    validation with "no retrain needed"."""
+
+    new_rows: int = Field(
+        default=500, ge=1, description="validated flights newer than the last training's data"
+    )
+    days_since_training: float = Field(default=7, gt=0)
+
+
+class ScheduleParams(_Strict):
+    retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
 
 
 class Params(_Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)  # later steps add their sections
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     collect: CollectParams
     validate_: ValidateParams = Field(alias="validate", default_factory=ValidateParams)
@@ -220,6 +279,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     release: ReleaseParams = Field(default_factory=ReleaseParams)
     flow: FlowParams = Field(default_factory=FlowParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
@@ -233,10 +293,11 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        raise ConfigError(f"{path}: {describe_errors(exc)}") from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
+    """A validation error as "key.path: problem; ...", the keys as written in params.yaml."""
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))

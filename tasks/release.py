@@ -61,6 +61,8 @@ class Outcome:
     champion_after: str | None
     forced: bool = False
     repaired: list[str] = field(default_factory=list)
+    # The gate's evidence in short: candidate, champion and candidate on the champion's rows.
+    compared: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -165,10 +167,16 @@ def run(
             version,
             description=model_card(version, train, evidence, decision, metrics, params),
         )
+        compared = {
+            "candidate": _short(evidence.candidate),
+            "champion": _short(evidence.champion),
+            "candidate_on_champion_rows": _short(evidence.candidate_on_shared_rows),
+        }
         if not decision.moves_champion:
             return Outcome(
-                decision.decision, decision.reasons, version, was, was, repaired=repaired
-            )
+                decision.decision, decision.reasons, version, was, was,
+                repaired=repaired, compared=compared,
+            )  # fmt: skip
 
         _step("promote")
         why = reason if force else "; ".join(decision.reasons)
@@ -186,6 +194,7 @@ def run(
             version,
             forced=force,
             repaired=repaired,
+            compared=compared,
         )
 
 

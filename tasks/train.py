@@ -9,6 +9,7 @@ point leaves the previous outputs whole, and the next run simply runs again.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import warnings
@@ -130,7 +131,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             # First and last day of each window: the release re-scores a champion only on
             # days after its valid window, which it never trained or tuned on.
             "window": {name: [frame["date"].min(), frame["date"].max()]
-                       for name, frame in frames.items()}}  # fmt: skip
+                       for name, frame in frames.items()},
+            # The retrain policy's clock (schedule.retrain_when.days_since_training).
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
     write_json(paths.models / "train.json", info)
     log.info("trained in %.1fs, best epoch %d; MLflow run %s", seconds, result.best_epoch, run_id)
     return info

@@ -71,15 +71,17 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for command in (["run"], ["status"], ["release"], ["releases"], ["rollback"], ["predict"],
-                    ["demo", "init"], ["demo", "advance"], ["demo", "api"]):  # fmt: skip
+    for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
+                    ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,
             text=True,
             cwd=ROOT,
         )
-        assert out.returncode == 0 and "example: plumber" in out.stdout, command
+        assert out.returncode == 0, command
+        example = out.stdout.partition("example")[2]  # "example:" or "examples:"
+        assert f"plumber {' '.join(command)}" in example, command
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "init", "--now", "July"])
     assert exit_info.value.code == 2

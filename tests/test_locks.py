@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,25 +17,51 @@ from tasks.paths import Paths
 ROOT = Path(__file__).parents[1]
 
 
+def _hold_run_lock(root: Path) -> subprocess.Popen[str]:
+    """Another process holding var/run.lock, as a running `plumber run` does."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from flows.locks import run_lock; "
+         "from tasks.paths import Paths\n"
+         f"with run_lock(Paths.at({str(root)!r}), 5):\n print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_held_run_lock_names_its_holder(tmp_path: Path) -> None:
     paths = Paths.at(tmp_path)
-    held_here = f"another plumber run \\(pid {os.getpid()}, since "
-    with (
-        run_lock(paths, timeout=1),
-        pytest.raises(Busy, match=held_here),
-        run_lock(paths, timeout=0.2),
-    ):
+    holder = _hold_run_lock(tmp_path)
+    try:
+        with pytest.raises(Busy, match=f"another plumber run \\(pid {holder.pid}, since "):
+            run_lock(paths, timeout=0.2).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(paths, timeout=2):  # released when its holder died
         pass
-    with run_lock(paths, timeout=0.2):  # released: free again
-        pass
+
+
+def test_the_run_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    holder_file = paths.var / "run.holder.json"
+    with run_lock(paths, timeout=1):  # `plumber run` ...
+        with run_lock(paths, timeout=0):  # ... and its flow
+            assert holder_file.exists()
+        assert holder_file.exists()  # the inner exit leaves the outer's record
+    assert not holder_file.exists()
 
 
 def test_plumber_run_exits_75_while_another_run_holds_the_repository(tmp_path, capsys) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["flow"]["lock_timeout_seconds"] = 0.3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with run_lock(Paths.at(tmp_path), timeout=1):
+    holder = _hold_run_lock(tmp_path)
+    try:
         assert main(["--root", str(tmp_path), "run"]) == EXIT_BUSY
+    finally:
+        holder.kill()
+        holder.wait()
     err = capsys.readouterr().err
     assert err.startswith("busy: another plumber run") and "flow.lock_timeout_seconds" in err
 

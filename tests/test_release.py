@@ -70,7 +70,7 @@ def plumber(paths: Paths, *args: str, env: dict[str, str] | None = None, timeout
 def test_first_release_registers_evidence_and_moves_champion(project) -> None:
     params, paths = project
     outcome = release.run(params, paths)
-    assert (outcome.decision, outcome.version) == ("released", "1")
+    assert (outcome.decision, outcome.version) == ("released", "1"), outcome.reasons
     assert (outcome.champion_before, outcome.champion_after) == (None, "1")
 
     client = client_for(paths)

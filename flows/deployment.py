@@ -1,0 +1,60 @@
+"""The scheduled deployment of the flow, from `flow.serve` in params.yaml.
+
+`plumber serve` serves it from this process; prefect.yaml declares the same deployment
+for a work pool (`prefect deploy`), and a test keeps the two in agreement. One run at a
+time: a run falling due while another runs waits (`overlap: wait`, Prefect's ENQUEUE) or
+is cancelled (`overlap: cancel`, CANCEL_NEW).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.config import ConfigError, ServeParams
+
+ENTRYPOINT = "flows/pipeline.py:pipeline"
+COLLISION = {"wait": "ENQUEUE", "cancel": "CANCEL_NEW"}
+
+
+def spec(serve: ServeParams) -> dict[str, Any]:
+    """The deployment as prefect.yaml writes it."""
+    return {
+        "name": serve.name,
+        "entrypoint": ENTRYPOINT,
+        "schedules": [{"cron": serve.cron, "timezone": serve.timezone}],
+        "concurrency_limit": {"limit": 1, "collision_strategy": COLLISION[serve.overlap]},
+    }
+
+
+def build(serve: ServeParams, root: Path) -> Any:
+    """The RunnerDeployment `plumber serve` serves."""
+    from prefect._internal.schemas.validators import validate_cron_string
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    from flows.pipeline import pipeline
+
+    try:
+        validate_cron_string(serve.cron)
+    except ValueError as exc:
+        raise ConfigError(f"flow.serve.cron: {exc}") from None
+    limit = spec(serve)["concurrency_limit"]
+    return pipeline.to_deployment(
+        name=serve.name,
+        schedules=[Cron(serve.cron, timezone=serve.timezone)],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=limit["limit"],
+            collision_strategy=ConcurrencyLimitStrategy(limit["collision_strategy"]),
+        ),
+        parameters={"root": str(root)},
+        description="collect, validate, retrain when due, release: plumber's pipeline",
+        tags=["plumber"],
+    )
+
+
+def serve(serve: ServeParams, root: Path) -> None:
+    """Serve until interrupted; scheduled and UI-started runs execute in this machine."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(build(serve, root))
