@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast check bench ui clean
+.PHONY: install run test test-fast check bench ui server serve clean
 
 install: $(STAMP)
 
@@ -37,9 +37,20 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/pipeline.py
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+# A local Prefect server with its UI on http://127.0.0.1:4200, its database under var/.
+# Point runs at it with PREFECT_API_URL=http://127.0.0.1:4200/api (`make serve` does).
+server: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/var/prefect-server PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+serve: $(STAMP)
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(BIN)/plumber serve
 
 clean:
 	rm -rf var/ data/ reports/ models/

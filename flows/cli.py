@@ -95,9 +95,12 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
     lines.append(
         f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"
     )
-    if report["retrain"] and not report["retrain"]["retrain"]:
-        lines.append(report["retrain"]["reason"])
-        return "\n".join(lines)
+    if report["retrain"]:
+        from flows.retrain import describe as describe_verdict
+
+        lines.append(describe_verdict(report["retrain"]))
+        if not report["retrain"]["retrain"]:
+            return "\n".join(lines)
     metrics = paths.reports / "metrics.json"
     if metrics.exists():
         from tasks.evaluate import summary

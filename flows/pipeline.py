@@ -61,9 +61,7 @@ def skip_stage(name: str, reason: str) -> Any:
 )
 def retrain_policy(root: Path, params: Params, force: str | None) -> dict[str, Any]:
     verdict = retrain.verdict(params.schedule.retrain_when, Paths.at(root), force)
-    logging.getLogger(__name__).info(
-        "%s", verdict.reason if not verdict.retrain else f"retrain: {verdict.reason}"
-    )
+    logging.getLogger(__name__).info("%s", retrain.describe(verdict))
     return asdict(verdict)
 
 
@@ -138,7 +136,7 @@ def pipeline(
         outcome,
         changed,
     )
-    summary.publish(report)
+    summary.publish(report, paths)
     return report
 
 

@@ -52,9 +52,15 @@ def decide(
         )
     return Verdict(
         False,
-        f"no retrain needed: {seen}; retrain_when new_rows >= {rule.new_rows:,} "
-        f"or days_since_training >= {rule.days_since_training:g}",
+        f"{seen}; schedule.retrain_when: new_rows {rule.new_rows:,} "
+        f"or days_since_training {rule.days_since_training:g}",
     )
+
+
+def describe(verdict: Verdict | dict[str, object]) -> str:
+    fields = verdict if isinstance(verdict, dict) else verdict.__dict__
+    head = "retrain" if fields["retrain"] else "no retrain needed"
+    return f"{head}: {fields['reason']}"
 
 
 def last_training(paths: Paths) -> LastTraining | None:

@@ -20,11 +20,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tasks import progress
 from tasks.cli_support import EXIT_BUSY, LOG_FORMAT_ENV, Busy, StepError
+from tasks.progress import Bars
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,14 @@ def stage_order(root: Path) -> list[str]:
     from dvc.repo.reproduce import get_active_graph, plan_repro
 
     with Repo(str(root)) as repo:
-        return [stage.addressing for stage in plan_repro(get_active_graph(repo.index.graph))]
+        return [_address(root, stage) for stage in plan_repro(get_active_graph(repo.index.graph))]
+
+
+def _address(root: Path, stage: Any) -> str:
+    """How `dvc repro` run in `root` names the stage (DVC's own `addressing` is relative
+    to the current directory, which need not be the project's)."""
+    dvcfile = os.path.relpath(stage.dvcfile.path, root)
+    return str(stage.name) if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
 
 
 def stage_changed(root: Path, name: str) -> bool:
@@ -89,7 +100,9 @@ def stage_changed(root: Path, name: str) -> bool:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo, repo.lock:
-        [stage] = repo.stage.collect(name)
+        # An absolute target: DVC reads a bare stage name relative to the current directory.
+        dvcfile, _, stage_name = name.rpartition(":")
+        [stage] = repo.stage.collect(f"{root / (dvcfile or 'dvc.yaml')}:{stage_name}")
         return bool(stage.always_changed or stage.changed())
 
 
@@ -119,7 +132,8 @@ def reproduce_stage(
     if flow_run_id:
         env[FLOW_RUN_ENV] = flow_run_id
     argv = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
-    code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name))
+    with _progress_bars(env) as bars:
+        code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name, bars))
     seconds = round(time.perf_counter() - start, 3)
     if timed_out:
         raise StageTimeout(
@@ -199,12 +213,31 @@ def last_error(lines: list[str]) -> str | None:
     return next((line for line in reversed(lines) if line.strip()), None)
 
 
-def _relay(stage: str) -> Callable[[str], None]:
+@contextmanager
+def _progress_bars(env: dict[str, str]) -> Iterator[Bars | None]:
+    """On a terminal, the stage reports progress as events and this process draws the bars,
+    with log lines printed above them; elsewhere, no bars (the log lines say it all)."""
+    if not sys.stderr.isatty():
+        env[progress.MODE_ENV] = "off"
+        yield None
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    env[progress.MODE_ENV] = "events"
+    bars = Bars()
+    try:
+        with logging_redirect_tqdm([logging.getLogger(), logging.getLogger("prefect")]):
+            yield bars
+    finally:
+        bars.close()
+
+
+def _relay(stage: str, bars: Bars | None = None) -> Callable[[str], None]:
     """Re-log a stage's output line in this process, at the level the stage gave it."""
     stage_log = logging.getLogger(f"flows.stage.{stage}")
 
     def relay(line: str) -> None:
-        if not line.strip():
+        if not line.strip() or (bars is not None and bars.handle(line)):
             return
         record = _CHILD_RECORD.match(line)
         if record:

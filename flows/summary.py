@@ -71,30 +71,31 @@ def markdown(summary: dict[str, Any]) -> str:
     per_source = ", ".join(f"{name} {n:,}" for name, n in rows["collected"].items())
     lines += [
         "",
-        f"**Rows collected:** {rows['collected_total']:,} ({per_source or 'no sources'}); "
+        f"- **Rows collected:** {rows['collected_total']:,} ({per_source or 'no sources'}); "
         f"**quarantined** in this data version: {rows['quarantined']:,}",
     ]
     if summary["retrain"]:
-        retrain = summary["retrain"]
-        lines.append(f"**Retrain:** {'yes' if retrain['retrain'] else 'no'}: {retrain['reason']}")
-    lines += _release_lines(summary["release"])
+        from flows.retrain import describe
+
+        lines.append(f"- **Retrain policy:** {describe(summary['retrain'])}")
     mlflow_run = summary["mlflow_run"]
     if mlflow_run:
         run_id = mlflow_run["run_id"]
         shown = f"[{run_id}]({mlflow_run['url']})" if mlflow_run["url"] else f"`{run_id}`"
-        lines.append(f"**MLflow run of the candidate:** {shown}")
+        lines.append(f"- **MLflow run of the candidate:** {shown}")
+    lines += _release_lines(summary["release"])
     return "\n".join(lines) + "\n"
 
 
 def _release_lines(release: dict[str, Any] | None) -> list[str]:
     if not release:
-        return ["**Release:** not run"]
+        return ["- **Release:** not run"]
     before, after = release["champion_before"] or "none", release["champion_after"] or "none"
     move = f"{before} -> {after}" if before != after else f"{after} (unchanged)"
     lines = [
-        f"**Release:** {release['decision']}{' (forced)' if release['forced'] else ''}, "
+        f"- **Release:** {release['decision']}{' (forced)' if release['forced'] else ''}, "
         f"candidate version {release['version'] or '-'}; champion {move}",
-        *[f"- {reason}" for reason in release["reasons"]],
+        *[f"  - {reason}" for reason in release["reasons"]],
     ]
     compared = {k: v for k, v in (release.get("compared") or {}).items() if v}
     if compared:
@@ -109,12 +110,19 @@ def _release_lines(release: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def publish(summary: dict[str, Any]) -> None:
-    """The summary as the flow run's markdown artifact (the Prefect UI's Artifacts tab)."""
+def publish(summary: dict[str, Any], paths: Paths) -> None:
+    """The summary as the flow run's markdown artifact (the Prefect UI's Artifacts tab),
+    and as var/last_summary.{json,md} for whoever has no Prefect UI at hand."""
     from prefect.artifacts import create_markdown_artifact
 
+    from tasks.io import atomic_path, write_json
+
+    text = markdown(summary)
+    write_json(paths.var / "last_summary.json", summary)
+    with atomic_path(paths.var / "last_summary.md") as tmp:
+        tmp.write_text(text)
     create_markdown_artifact(
-        markdown=markdown(summary),
+        markdown=text,
         key=ARTIFACT_KEY,
         description="stages, rows, retrain decision, release decision, MLflow run",
     )

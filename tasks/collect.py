@@ -46,6 +46,7 @@ from tasks.partitions import (
     storable,
 )
 from tasks.paths import Paths
+from tasks.progress import Progress
 from tasks.sources import SourceError, files
 
 log = logging.getLogger(__name__)
@@ -111,16 +112,12 @@ def collect_source(
 
     new_mark: Any = None
     spooled: Counter[str] = Counter()  # rows per day
-    for seq, batch in enumerate(prefetched(batches)):
-        if source.watermark and source.watermark in batch.columns:
-            new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
-        days = partition_days(batch, source.partition_by, params.timezone)
-        for day, rows in spool_by_day(storable(batch), days):
-            path = spool / day / f"{seq:08d}.arrow"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Arrow IPC, uncompressed: the spool lives for one run, so speed beats size.
-            feather.write_feather(rows, path, compression="uncompressed")
-            spooled[day] += rows.num_rows
+    with Progress(f"collect {name}", unit="rows") as bar:
+        for seq, batch in enumerate(prefetched(batches)):
+            _spool(batch, seq, spool, source, params, spooled)
+            if source.watermark and source.watermark in batch.columns:
+                new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
+            bar.update(len(batch))
 
     partitions = dict(state.get("partitions", {}))
     before = dict(partitions)
@@ -141,6 +138,24 @@ def collect_source(
         name, spooled.total(), len(spooled), changed, entry["watermark"],
     )  # fmt: skip
     return entry
+
+
+def _spool(
+    batch: pd.DataFrame,
+    seq: int,
+    spool: Path,
+    source: Source,
+    params: CollectParams,
+    spooled: Counter[str],
+) -> None:
+    """Write one batch to the spool, a file per day; count its rows per day."""
+    days = partition_days(batch, source.partition_by, params.timezone)
+    for day, rows in spool_by_day(storable(batch), days):
+        path = spool / day / f"{seq:08d}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Arrow IPC, uncompressed: the spool lives for one run, so speed beats size.
+        feather.write_feather(rows, path, compression="uncompressed")
+        spooled[day] += rows.num_rows
 
 
 def _merge_days(

@@ -126,7 +126,16 @@ def pick_device(setting: str) -> torch.device:
     """'auto': CUDA when present, else CPU; or exactly what params ask for."""
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    device = torch.device(setting)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= available:
+        from tasks.cli_support import StepError
+
+        raise StepError(
+            f"train.device is {setting}, but this machine has {available} CUDA device(s): "
+            "use auto or cpu"
+        )
+    return device
 
 
 def make_deterministic(seed: int, threads: int) -> None:

@@ -24,6 +24,7 @@ from tasks.config import Params, TrainParams, load_params
 from tasks.features import LABEL, Encoders
 from tasks.io import read_json, remove_stale_temps, require, write_json
 from tasks.paths import Paths
+from tasks.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from tasks.model import ModelConfig
@@ -113,7 +114,14 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
                 mlflow.log_input(dataset, context=context)
 
         started = time.perf_counter()
-        result = fit(train, valid, config, settings, on_epoch=epoch_logger(client, run_id))
+        log_epoch = epoch_logger(client, run_id)
+        with Progress("train", total=cfg.epochs, unit="epoch") as bar:
+
+            def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+                log_epoch(epoch, metrics)
+                bar.update(1, valid_pr_auc=f"{metrics['valid_pr_auc']:.4f}")
+
+            result = fit(train, valid, config, settings, on_epoch=on_epoch)
         seconds = time.perf_counter() - started
         summary = {
             "best_epoch": result.best_epoch,

@@ -201,3 +201,38 @@ def feature_project(root: Path, rows_per_day: int = 300, **sections: dict[str, A
         write_parquet(root / "data/features" / f"{name}.parquet", frame)
     write_json(root / "data/features/encoders.json", Encoders.fit(frames["train"]).to_json())
     return root
+
+
+def copy_repo(dest: Path) -> Path:
+    """This repository's files (no data, no outputs) in `dest`, committed to a new git repo."""
+    import shutil
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=dest, check=True, capture_output=True)  # fmt: skip
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+        capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    for name in listed:
+        if (ROOT / name).is_file() and not name.startswith(
+            ("data/", "reports/", "models/", "dvc.lock")
+        ):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "copy")
+    return dest
+
+
+def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:
+    """A few demo days: one for test, one for valid, the rest to train on; a short training."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["featurize"].update(test_days=1, valid_days=1, min_category_count=1)
+    params["train"].update(epochs=2, hidden=[16], members=2)
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

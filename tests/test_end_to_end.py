@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tasks.demo.api import make_server
+from tests.factories import copy_repo, small_demo_params
 
 pytestmark = pytest.mark.slow
 
@@ -39,35 +39,12 @@ def sh(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    dest = tmp_path_factory.mktemp("plumber")
-    listed = sh(ROOT, "git", "ls-files", "-co", "--exclude-standard").stdout.split()
-    for name in listed:
-        if (ROOT / name).is_file() and not name.startswith(("data/", "reports/", "dvc.lock")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    sh(dest, "git", "init", "-q")
-    sh(
-        dest,
-        "git",
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "copy",
-        "--allow-empty",
-    )
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
-
+    dest = copy_repo(tmp_path_factory.mktemp("plumber"))
     sh(dest, "plumber", "demo", "init", "--now", "2013-01-04")
     api = make_server(dest / "var/upstream/drop/weather", port=0)
     threading.Thread(target=api.serve_forever, daemon=True).start()
+    small_demo_params(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    # A few demo days: one for test, one for valid, the rest to train on; a short training.
-    params["featurize"].update(test_days=1, valid_days=1, min_category_count=1)
-    params["train"].update(epochs=2, hidden=[16], members=2)
     http = params["collect"]["sources"]["weather_api"]
     http.update(enabled=True, url=f"http://127.0.0.1:{api.server_address[1]}/weather")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -124,9 +101,20 @@ def test_first_run_collects_every_source_kind(repo: Path) -> None:
 def test_rerun_without_new_data_skips_everything_after_collect(repo: Path) -> None:
     out = sh(repo, "plumber", "run").stdout
     assert "collect     ran" in out
-    for stage in ("validate", "featurize", "train", "evaluate"):
-        assert f"{stage:<12}skipped (unchanged)" in out, out
-    assert "already judged as version 1" in out  # the same candidate is not released twice
+    assert "validate    skipped (unchanged)" in out  # DVC: nothing changed
+    for stage in ("featurize", "train", "evaluate"):  # the retrain policy
+        assert f"{stage:<12}skipped " in out, out
+    assert "no retrain needed: 0 new rows since 2013-01-03" in out
+    assert "decision:" not in out  # no release without a new candidate
+    assert status(repo)["last_run"]["retrain"] is False
+
+
+def test_force_retrains_and_the_same_candidate_is_not_released_twice(repo: Path) -> None:
+    out = sh(repo, "plumber", "run", "--force").stdout
+    assert "retrain: forced: plumber run --force" in out
+    # Nothing changed, so DVC keeps the (bit-identical) model; the release knows it.
+    assert "train       skipped (unchanged)" in out
+    assert "already judged as version 1" in out
 
 
 def test_two_runs_and_a_dvc_repro_at_once_take_turns(repo: Path) -> None:
@@ -148,7 +136,7 @@ def test_two_runs_and_a_dvc_repro_at_once_take_turns(repo: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     everything = second.stdout + second.stderr + "".join(o + e for o, e in outputs)
     assert "Unable to acquire lock" not in everything
-    assert "evaluate    skipped (unchanged)" in second.stdout
+    assert "evaluate    skipped" in second.stdout
 
 
 def test_a_new_day_pushes_only_that_days_files(repo: Path) -> None:
@@ -242,7 +230,7 @@ def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path, monkeypat
     receiver.shutdown()
     [message] = _Receiver.received  # the on_failure hook's webhook message
     assert message["stage"] == "collect"
-    assert "collect" in message["error"]
+    assert message["error"] == "weather: weather_2013-01-05.csv is empty"  # the stage's own
     assert (
         message["flow_run"]["id"] in message["text"]
         and "failed in stage collect" in message["text"]

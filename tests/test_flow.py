@@ -1,0 +1,143 @@
+"""The flow under Prefect's test harness, on a few demo days in a copy of this repository:
+the first run trains and releases; a run with no new data skips featurize, train and
+evaluate; after `demo advance` a run retrains; a failure injected in a stage fails the run
+naming it and leaves the data version, the champion and the watermarks as they were."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import copy_repo, small_demo_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, harness: None) -> Path:
+    dest = copy_repo(tmp_path_factory.mktemp("flow"))
+    small_demo_params(
+        dest,
+        schedule={"retrain_when": {"new_rows": 500, "days_since_training": 7}},
+        # Two days of training data make a weak model: here the gate checks only budgets.
+        release={"min_recall_at_precision": 0, "min_pr_auc": 0, "min_lift_over_majority": -1,
+                 "min_lift_over_logistic_regression": -1, "min_slice_fraction": 0},
+    )  # fmt: skip
+    plumber(dest, "demo", "init", "--now", "2013-01-04")
+    return dest
+
+
+def plumber(root: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([Path(sys.executable).parent / "plumber", "--root", str(root), *args],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def run_flow(root: Path, **parameters: Any) -> tuple[Any, dict[str, str]]:
+    """One flow run; its final state and the state name of each of its task runs."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from flows.pipeline import pipeline
+
+    state = pipeline(root=str(root), return_state=True, **parameters)
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=100,
+        )  # fmt: skip
+    return state, {run.name: run.state.name for run in runs if run.state}
+
+
+def facts(root: Path) -> dict[str, Any]:
+    """What a failed run must leave alone."""
+    st = json.loads(plumber(root, "status", "--json"))
+    return {"watermarks": st["watermarks"], "champion": st["champion"],
+            "dvc.lock": (root / "dvc.lock").read_text(),
+            "model": (root / "models/model.pt").read_bytes()}  # fmt: skip
+
+
+def test_the_first_run_trains_and_releases(repo: Path) -> None:
+    state, tasks = run_flow(repo)
+    assert state.is_completed()
+    report = state.result()
+    assert {s["stage"]: s["outcome"] for s in report["stages"]} == dict.fromkeys(
+        ["collect", "validate", "featurize", "train", "evaluate"], "ran"
+    )
+    assert report["retrain"] == {"retrain": True, "reason": "no trained model yet"}
+    assert report["release"]["decision"] == "released"
+    assert report["rows"]["collected"]["flights"] == 842 + 943 + 914
+    assert set(tasks.values()) == {"Completed"} and "release" in tasks
+
+    from prefect import get_client
+
+    # The REST call itself: this client's filter models, when empty, match no artifact.
+    query = {"artifacts": {"key": {"any_": ["plumber-run-summary"]}}, "limit": 50}
+    with get_client(sync_client=True) as client:
+        artifacts = client.request("POST", "/artifacts/filter", json=query).json()
+    this_run = str(state.state_details.flow_run_id)
+    [artifact] = [a for a in artifacts if a["flow_run_id"] == this_run]
+    assert artifact["type"] == "markdown"
+    assert "| train | ran |" in artifact["data"]
+    assert "released, candidate version 1" in artifact["data"]
+
+
+def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -> None:
+    state, tasks = run_flow(repo)
+    assert state.is_completed()
+    assert tasks["collect"] == "Completed" and tasks["validate"] == "Cached"
+    assert [tasks[s] for s in ("featurize", "train", "evaluate", "release")] == ["Skipped"] * 4
+    report = state.result()
+    assert report["release"] is None
+    assert report["retrain"]["reason"].startswith("0 new rows since 2013-01-03")
+
+
+def test_after_a_new_day_the_run_retrains(repo: Path) -> None:
+    plumber(repo, "demo", "advance", "--days", "1")
+    state, tasks = run_flow(repo)
+    assert state.is_completed()
+    report = state.result()
+    assert (
+        report["retrain"]["retrain"] and "new rows since 2013-01-03" in report["retrain"]["reason"]
+    )
+    assert [tasks[s] for s in ("featurize", "train", "evaluate", "release")] == ["Completed"] * 4
+    assert report["release"]["version"] == "2"
+
+
+def test_a_failing_stage_fails_the_run_and_changes_nothing(repo: Path) -> None:
+    from flows.stages import StageFailed
+
+    params_before = (repo / "params.yaml").read_text()
+    before = facts(repo)
+    try:  # a device that does not exist: the train stage fails, after collect and validate
+        state, tasks = run_flow(repo, overrides={"train": {"device": "cuda:7"}})
+    finally:
+        (repo / "params.yaml").write_text(params_before)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, StageFailed) and error.stage == "train"
+    assert "train.device is cuda:7" in error.error
+    assert tasks["train"] == "Failed" and "evaluate" not in tasks
+    after = facts(repo)
+    assert after["watermarks"] == before["watermarks"]
+    assert after["champion"] == before["champion"]
+    assert after["model"] == before["model"]
+    assert after["dvc.lock"] == before["dvc.lock"]  # no stage recorded a new version

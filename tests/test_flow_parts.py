@@ -1,0 +1,180 @@
+"""The flow's pure parts: parameter overrides, the run summary, stage time limits, the
+deployment (against prefect.yaml), and running a stage's command with its output relayed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import deployment, summary
+from flows.overrides import Overrides, apply, changes_of, parse_assignments
+from flows.pipeline import check_timeouts
+from flows.stages import _relay, last_error, run_captured
+from tasks.config import ConfigError, FlowParams, ServeParams, load_params
+from tasks.paths import Paths
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_overrides_are_typed_by_the_params_models() -> None:
+    schema = Overrides.model_json_schema()
+    assert set(schema["properties"]) == {"validate", "featurize", "train", "evaluate", "release"}
+    assert changes_of({"train": {"lr": 0.002}, "validate": {"max_reject_rate": 0.1}}) == {
+        "train": {"lr": 0.002},
+        "validate": {"max_reject_rate": 0.1},
+    }
+    assert changes_of(None) == {} and changes_of({"train": {}}) == {}
+    with pytest.raises(ConfigError, match=r"overrides: train\.lrr: Extra inputs"):
+        changes_of({"train": {"lrr": 1}})
+    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be a valid integer"):
+        changes_of({"train": {"epochs": "many"}})
+
+
+def test_set_assignments_parse_as_yaml_and_name_bad_keys() -> None:
+    assert parse_assignments(["train.lr=0.002", "train.hidden=[64, 32]"]) == {
+        "train": {"lr": 0.002, "hidden": [64, 32]}
+    }
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        parse_assignments(["train.lr"])
+    with pytest.raises(ConfigError, match="--set collect.chunk_rows: only validate, featurize"):
+        parse_assignments(["collect.chunk_rows=5"])
+
+
+def test_an_override_is_written_into_params_keeping_comments(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text()
+    with pytest.raises(ConfigError, match=r"train\.lr: Input should be greater than 0"):
+        apply(params, {"train": {"lr": -1}})
+    assert params.read_text() == before  # nothing written
+    assert apply(params, {"train": {"lr": 0.002}}) == ["train.lr=0.002"]
+    after = params.read_text()
+    assert load_params(params).train.lr == 0.002
+    changed = [
+        (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
+    ]
+    assert changed == [("  lr: 0.001", "  lr: 0.002")]  # comments, quotes and nulls kept
+
+
+def test_stage_time_limits_name_only_real_stages() -> None:
+    flow = FlowParams(stage_timeout_seconds={"default": 60, "train": 600})
+    assert (flow.timeout_for("train"), flow.timeout_for("collect")) == (600, 60)
+    check_timeouts(flow, ["collect", "train"])
+    with pytest.raises(ConfigError, match="flow.stage_timeout_seconds: no stage named trian"):
+        check_timeouts(FlowParams(stage_timeout_seconds={"trian": 5}), ["collect", "train"])
+    with pytest.raises(ValueError, match="train: a time limit must be above 0"):
+        FlowParams(stage_timeout_seconds={"train": 0})
+
+
+def test_prefect_yaml_declares_the_deployment_plumber_serve_serves() -> None:
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    spec = deployment.spec(load_params(ROOT / "params.yaml").flow.serve)
+    [entry] = [d for d in declared if d["name"] == spec["name"]]
+    assert {key: entry[key] for key in spec} == spec
+
+
+@pytest.mark.parametrize(("overlap", "strategy"), [("wait", "ENQUEUE"), ("cancel", "CANCEL_NEW")])
+def test_the_served_deployment_allows_one_run_at_a_time(overlap: str, strategy: str) -> None:
+    serve = ServeParams(cron="30 5 * * 1-5", timezone="Europe/Paris", overlap=overlap)
+    built = deployment.build(serve, ROOT)
+    assert built.concurrency_limit == 1
+    assert built.concurrency_options.collision_strategy.value == strategy
+    [schedule] = built.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 5 * * 1-5", "Europe/Paris")
+    assert built.parameters == {"root": str(ROOT)}
+    with pytest.raises(ConfigError, match="flow.serve.cron"):
+        deployment.build(ServeParams(cron="61 * * * *"), ROOT)
+
+
+def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    stages = [
+        {"stage": "collect", "outcome": "ran", "seconds": 1.25, "note": ""},
+        {"stage": "validate", "outcome": "unchanged", "seconds": 0.1, "note": ""},
+        {"stage": "train", "outcome": "skipped", "seconds": 0.0, "note": "no retrain needed"},
+    ]
+    release = {
+        "decision": "no-change", "reasons": ["improves by less than 0.005"], "version": "2",
+        "champion_before": "1", "champion_after": "1", "forced": False, "repaired": [],
+        "compared": {"candidate": {"recall_at_precision": 0.749},
+                     "champion": {"recall_at_precision": 0.753}},
+    }  # fmt: skip
+    report = summary.build(
+        paths, {"id": "abc", "name": "quiet-fox"}, stages, {"flights": 10},
+        {"retrain": True, "reason": "966 new rows"}, release, ["train.lr=0.002"],
+    )  # fmt: skip
+    assert report["rows"] == {"collected": {}, "collected_total": 0, "quarantined": 0}
+    text = summary.markdown(report)
+    assert "| collect | ran | 1.2 |" in text or "| collect | ran | 1.3 |" in text
+    assert "| train | skipped (no retrain needed) | 0.0 |" in text
+    assert "Parameters overridden: train.lr=0.002" in text
+    assert "**Retrain policy:** retrain: 966 new rows" in text
+    assert "no-change, candidate version 2; champion 1 (unchanged)" in text
+    assert "| recall_at_precision | 0.7490 | 0.7530 |" in text
+
+
+def test_the_mlflow_run_is_a_link_only_with_a_tracking_server(tmp_path, monkeypatch) -> None:
+    paths = Paths.at(tmp_path)
+    paths.models.mkdir()
+    (paths.models / "train.json").write_text('{"run_id": "r1", "experiment_id": "3"}')
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert summary.mlflow_run(paths) == {"run_id": "r1", "experiment_id": "3", "url": None}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:pw@mlflow.internal:5000/")
+    assert summary.mlflow_run(paths)["url"] == (
+        "http://bob:***@mlflow.internal:5000/#/experiments/3/runs/r1"
+    )
+
+
+def test_a_stage_past_its_time_limit_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('INFO tasks.train: epoch 1', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    lines: list[str] = []
+    started = time.monotonic()
+    code, tail, timed_out = run_captured(
+        [sys.executable, "-c", script], tmp_path, {}, timeout=2, on_line=lines.append
+    )
+    assert timed_out and code != 0 and time.monotonic() - started < 20
+    assert lines == tail == ["INFO tasks.train: epoch 1"]
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.5)
+    assert (
+        not Path(f"/proc/{grandchild}").exists()
+        or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    )  # gone (or a zombie awaiting its reaper)
+
+
+def test_stage_output_is_relayed_at_its_level(caplog) -> None:
+    relay = _relay("validate")
+    with caplog.at_level(logging.DEBUG, logger="flows.stage.validate"):
+        relay("WARNING tasks.validate: weather: 1 quarantined")
+        relay("Running stage 'validate':")
+        relay("plain text")
+        relay("")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "tasks.validate: weather: 1 quarantined"),
+        ("DEBUG", "Running stage 'validate':"),
+        ("INFO", "plain text"),
+    ]
+
+
+def test_the_failure_message_is_the_stages_own_error_line() -> None:
+    lines = ["INFO x: y", "error: weather: weather_2013-01-05.csv is empty",
+             "ERROR: failed to reproduce 'collect'"]  # fmt: skip
+    assert last_error(lines) == "weather: weather_2013-01-05.csv is empty"
+    assert last_error(["ERROR: failed to reproduce 'collect'", ""]) == (
+        "failed to reproduce 'collect'"
+    )
+    assert last_error(["Traceback ...", "KeyError: 'x'"]) == "KeyError: 'x'"
+    assert last_error([]) is None

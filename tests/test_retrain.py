@@ -1,0 +1,74 @@
+"""The retrain policy: table-driven decisions, and the facts it reads from disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.retrain import LastTraining, decide, describe, last_training, rows_after, verdict
+from tasks.config import RetrainWhen
+from tasks.paths import Paths
+
+NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
+RULE = RetrainWhen(new_rows=500, days_since_training=7)
+LAST = LastTraining(newest_day="2013-06-30", finished=NOW - dt.timedelta(days=2))
+
+
+@pytest.mark.parametrize(
+    ("last", "new_rows", "force", "retrain", "says"),
+    [
+        (None, 0, None, True, "no trained model yet"),
+        (LAST, 0, "plumber run --force", True, "forced: plumber run --force"),
+        (LAST, 500, None, True, "500 new rows since 2013-06-30"),
+        (LAST, 499, None, False, "499 new rows since 2013-06-30, last training 2.0 days ago"),
+        (LastTraining("2013-06-30", NOW - dt.timedelta(days=7)), 0, None, True,
+         "schedule.retrain_when.days_since_training: 7"),
+        (LastTraining("2013-06-30", NOW - dt.timedelta(days=6.9)), 10, None, False,
+         "schedule.retrain_when: new_rows 500 or days_since_training 7"),
+    ],
+)  # fmt: skip
+def test_decide(last, new_rows, force, retrain, says) -> None:
+    result = decide(RULE, last, new_rows, NOW, force)
+    assert result.retrain is retrain
+    assert says in result.reason
+    assert describe(result).startswith("retrain: " if retrain else "no retrain needed: ")
+
+
+def _train_json(paths: Paths, newest: str, finished: str | None) -> None:
+    paths.models.mkdir(parents=True, exist_ok=True)
+    info = {"window": {"test": ["2013-06-10", newest]}, "run_id": "r"}
+    if finished:
+        info["finished"] = finished
+    (paths.models / "train.json").write_text(json.dumps(info))
+
+
+def test_new_rows_are_counted_on_days_after_the_last_training(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    flights = paths.validated / "flights"
+    flights.mkdir(parents=True)
+    for day, rows in (
+        ("2013-06-29", 7),
+        ("2013-06-30", 11),
+        ("2013-07-01", 300),
+        ("2013-07-02", 250),
+    ):
+        pd.DataFrame({"x": range(rows)}).to_parquet(flights / f"{day}.parquet")
+    assert rows_after(flights, "2013-06-30") == 550
+    assert rows_after(flights, "2013-07-02") == 0
+
+    assert verdict(RULE, paths, None, NOW).reason == "no trained model yet"
+    _train_json(paths, "2013-06-30", "2026-11-24T11:00:00+00:00")
+    assert last_training(paths) == LastTraining(
+        "2013-06-30", dt.datetime(2026, 11, 24, 11, tzinfo=dt.UTC)
+    )
+    assert verdict(RULE, paths, None, NOW).retrain  # 550 >= 500
+    assert not verdict(RetrainWhen(new_rows=551), paths, None, NOW).retrain
+
+    _train_json(paths, "2013-07-01", None)  # an older train.json: the file's time counts
+    last = last_training(paths)
+    assert last is not None and abs(last.finished - dt.datetime.now(dt.UTC)).total_seconds() < 60
+    assert "250 new rows since 2013-07-01" in verdict(RULE, paths, None).reason
