@@ -59,9 +59,10 @@ def _use_project_environment(paths: Paths) -> None:
 
 def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
     params = load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
-    from flows.overrides import changes_of, parse_assignments
+    from flows.overrides import changes_of, check, parse_assignments
 
-    overrides = changes_of(parse_assignments(args.set or []))  # bad --set: exit 2, here
+    overrides = changes_of(parse_assignments(args.set or []))
+    check(paths.params, overrides)  # a bad --set is exit 2 here, before the flow starts
     from flows.locks import run_lock
     from flows.pipeline import pipeline
     from flows.stages import StageFailed

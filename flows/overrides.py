@@ -88,10 +88,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, dict[str, Any]]:
     return changes
 
 
-def apply(params_file: Path, changes: dict[str, dict[str, Any]]) -> list[str]:
-    """Write the changes into params.yaml if the result is valid; return "key=value" lines."""
-    if not changes:
-        return []
+def check(params_file: Path, changes: dict[str, dict[str, Any]]) -> None:
+    """Raise ConfigError naming the key if params.yaml with the changes would be invalid."""
     merged = yaml.safe_load(params_file.read_text()) or {}
     for section, values in changes.items():
         merged.setdefault(section, {}).update(values)
@@ -99,6 +97,13 @@ def apply(params_file: Path, changes: dict[str, dict[str, Any]]) -> list[str]:
         Params.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(f"overrides: {describe_errors(exc)}") from None
+
+
+def apply(params_file: Path, changes: dict[str, dict[str, Any]]) -> list[str]:
+    """Write the changes into params.yaml if the result is valid; return "key=value" lines."""
+    if not changes:
+        return []
+    check(params_file, changes)
     _update_in_place(params_file, changes)
     return [f"{s}.{k}={v!r}" for s, values in changes.items() for k, v in values.items()]
 

@@ -22,6 +22,7 @@ from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
 from flows.run_record import record_run
 from flows.stages import SKIPPED, UNCHANGED, StageFailed, StageResult, reproduce_stage, stage_order
+from tasks.cli_support import Busy
 from tasks.config import ConfigError, FlowParams, Params, load_params
 from tasks.paths import Paths
 
@@ -79,6 +80,11 @@ def _skipped(name: str, reason: str = "no retrain needed") -> dict[str, Any]:
     return dict(skip(name, reason, return_state=True).result())
 
 
+def _not_busy(task: Any, task_run: Any, state: Any) -> bool:
+    # Busy already waited flow.lock_timeout_seconds for the other process: say so now.
+    return not isinstance(state.result(raise_on_failure=False), Busy)
+
+
 def _stage_task(name: str, flow_params: FlowParams) -> Any:
     # Collection talks to other systems, so it alone is retried, with a doubling delay;
     # the other stages are deterministic and would fail the same way again.
@@ -89,6 +95,7 @@ def _stage_task(name: str, flow_params: FlowParams) -> Any:
         task_run_name=name,
         retries=retries,
         retry_delay_seconds=[delay * 2**i for i in range(retries)] or 0,
+        retry_condition_fn=_not_busy,
     )
 
 

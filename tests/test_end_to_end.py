@@ -230,7 +230,7 @@ def test_a_failing_source_fails_the_run_and_keeps_the_data(repo: Path, monkeypat
     receiver.shutdown()
     [message] = _Receiver.received  # the on_failure hook's webhook message
     assert message["stage"] == "collect"
-    assert message["error"] == "weather: weather_2013-01-05.csv is empty"  # the stage's own
+    assert message["error"].startswith("weather: weather_2013-01-05.csv is empty")  # its own
     assert (
         message["flow_run"]["id"] in message["text"]
         and "failed in stage collect" in message["text"]

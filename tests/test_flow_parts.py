@@ -178,3 +178,16 @@ def test_the_failure_message_is_the_stages_own_error_line() -> None:
     )
     assert last_error(["Traceback ...", "KeyError: 'x'"]) == "KeyError: 'x'"
     assert last_error([]) is None
+
+
+def test_a_bad_set_is_exit_2_before_the_flow_starts(tmp_path: Path, capsys) -> None:
+    from flows.cli import main
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_text()
+    assert main(["--root", str(tmp_path), "run", "--set", "train.lr=-1"]) == 2
+    assert "error: overrides: train.lr: Input should be greater than 0" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path), "run", "--set", "serve.cron=x"]) == 2
+    assert "only validate, featurize, train, evaluate, release" in capsys.readouterr().err
+    assert (tmp_path / "params.yaml").read_text() == before
+    assert not (tmp_path / "var" / "last_run.json").exists()  # no flow run was started
