@@ -8,6 +8,7 @@ retrain policy left out in "Skipped"; both are Completed, neither ran.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ from flows.locks import run_lock
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
 from flows.run_record import record_run
-from flows.stages import SKIPPED, UNCHANGED, StageFailed, StageResult, reproduce_stage, stage_order
+from flows.stages import (
+    RAN,
+    SKIPPED,
+    UNCHANGED,
+    StageFailed,
+    StageResult,
+    reproduce_stage,
+    stage_order,
+)
 from tasks.cli_support import Busy
 from tasks.config import ConfigError, FlowParams, Params, load_params
 from tasks.paths import Paths
@@ -169,10 +178,14 @@ def _run_stages(
         if name == POLICY_AFTER:
             verdict = retrain_policy(paths.root, params, forced)
     if verdict is not None and not verdict["retrain"]:
-        _skipped("release")
+        results.append(_skipped("release"))
         return results, verdict, None
     release = release_candidate.with_options(timeout_seconds=params.flow.timeout_for("release"))
+    started = time.perf_counter()
     try:
-        return results, verdict, release(paths.root, run_id)
+        outcome = release(paths.root, run_id)
     except Exception as exc:
         raise StageFailed("release", exc) from exc
+    seconds = round(time.perf_counter() - started, 3)
+    results.append(asdict(StageResult("release", RAN, seconds, note=outcome["decision"])))
+    return results, verdict, outcome

@@ -80,7 +80,7 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     assert state.is_completed()
     report = state.result()
     assert {s["stage"]: s["outcome"] for s in report["stages"]} == dict.fromkeys(
-        ["collect", "validate", "featurize", "train", "evaluate"], "ran"
+        ["collect", "validate", "featurize", "train", "evaluate", "release"], "ran"
     )
     assert report["retrain"] == {"retrain": True, "reason": "no trained model yet"}
     assert report["release"]["decision"] == "released"
