@@ -167,10 +167,10 @@ def run(
             version,
             description=model_card(version, train, evidence, decision, metrics, params),
         )
-        compared = {
+        compared = {  # the candidate on its whole test window, then both on the same rows
             "candidate": _short(evidence.candidate),
-            "champion": _short(evidence.champion),
-            "candidate_on_champion_rows": _short(evidence.candidate_on_shared_rows),
+            "champion (same rows)": _short(evidence.champion),
+            "candidate (same rows)": _short(evidence.candidate_on_shared_rows),
         }
         if not decision.moves_champion:
             return Outcome(

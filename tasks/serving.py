@@ -84,8 +84,13 @@ def package(
     destination: Path,
 ) -> Path:
     """Save the pyfunc model to `destination` (replaced if present)."""
+    import logging
+
     import mlflow
     import torch
+
+    # MLflow announces at INFO that it checks the input example; failures still raise.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
     from tasks.model import load_checkpoint
 

@@ -103,7 +103,7 @@ def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:
         "decision": "no-change", "reasons": ["improves by less than 0.005"], "version": "2",
         "champion_before": "1", "champion_after": "1", "forced": False, "repaired": [],
         "compared": {"candidate": {"recall_at_precision": 0.749},
-                     "champion": {"recall_at_precision": 0.753}},
+                     "champion (same rows)": {"recall_at_precision": 0.753}},
     }  # fmt: skip
     report = summary.build(
         paths, {"id": "abc", "name": "quiet-fox"}, stages, {"flights": 10},
@@ -116,6 +116,7 @@ def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:
     assert "Parameters overridden: train.lr=0.002" in text
     assert "**Retrain policy:** retrain: 966 new rows" in text
     assert "no-change, candidate version 2; champion 1 (unchanged)" in text
+    assert "| metric | candidate | champion (same rows) |" in text
     assert "| recall_at_precision | 0.7490 | 0.7530 |" in text
 
 
