@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import progress
-from tasks.cli_support import EXIT_BUSY, LOG_FORMAT_ENV, Busy, StepError
+from tasks.cli_support import LOG_FORMAT_ENV, Busy, StepError
 from tasks.progress import Bars
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,9 @@ def reproduce_stage(
         )
     if code != 0:
         message = last_error(tail) or f"`dvc repro --single-item {name}` exited {code}"
-        if code == EXIT_BUSY or "Unable to acquire lock" in message:
+        # DVC exits 1 whatever the stage's code: a busy stage is known by its `busy:` line.
+        stage_busy = any(line.startswith("busy: ") for line in tail)
+        if stage_busy or "Unable to acquire lock" in message:
             raise Busy(message)
         raise StepError(message)
     return StageResult(name, RAN, seconds)

@@ -98,6 +98,7 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     assert artifact["type"] == "markdown"
     assert "| train | ran |" in artifact["data"]
     assert "released, candidate version 1" in artifact["data"]
+    assert (repo / "var/last_summary.md").read_text() == artifact["data"]  # also on disk
 
 
 def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -> None:

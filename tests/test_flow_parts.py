@@ -192,3 +192,56 @@ def test_a_bad_set_is_exit_2_before_the_flow_starts(tmp_path: Path, capsys) -> N
     assert "only validate, featurize, train, evaluate, release" in capsys.readouterr().err
     assert (tmp_path / "params.yaml").read_text() == before
     assert not (tmp_path / "var" / "last_run.json").exists()  # no flow run was started
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path) -> Path:
+    """A DVC project without git, with stages that fail, stall or are busy."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True)  # fmt: skip
+    stages = {
+        "fails": "python -c \"import sys; print('error: weather: bad.csv is empty', "
+        'file=sys.stderr); sys.exit(1)"',
+        "stalls": 'python -c "import time; time.sleep(60)"',
+        "busy": "python -c \"import sys; print('busy: the release lock'); sys.exit(75)\"",
+    }
+    spec = {name: {"cmd": cmd} for name, cmd in stages.items()}
+    # With a dependency: a stage without any is always run, like collect.
+    spec["works"] = {"cmd": "python -c \"print('INFO tasks.x: done'); open('out.txt', 'w')\"",
+                     "deps": ["input.txt"], "outs": ["out.txt"]}  # fmt: skip
+    (tmp_path / "input.txt").write_text("x")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}))
+    return tmp_path
+
+
+def test_a_stage_runs_through_dvc_and_its_failures_are_named(dvc_project: Path) -> None:
+    from flows.stages import RAN, UNCHANGED, StageTimeout, reproduce_stage
+    from tasks.cli_support import Busy, StepError
+
+    assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == RAN
+    assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == UNCHANGED
+    with pytest.raises(StepError, match="^weather: bad.csv is empty$"):
+        reproduce_stage(dvc_project, "fails", lock_timeout=5)
+    with pytest.raises(Busy, match="the release lock"):
+        reproduce_stage(dvc_project, "busy", lock_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(StageTimeout, match=r"stopped after 2 s \(flow.stage_timeout_seconds"):
+        reproduce_stage(dvc_project, "stalls", lock_timeout=5, timeout=2)
+    assert time.monotonic() - started < 30
+
+
+def test_a_busy_stage_is_not_retried() -> None:
+    from flows.pipeline import _not_busy
+    from tasks.cli_support import Busy, StepError
+
+    class Failed:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def result(self, raise_on_failure: bool = True) -> Exception:
+            return self.error
+
+    assert not _not_busy(None, None, Failed(Busy("another plumber run")))
+    assert _not_busy(None, None, Failed(StepError("connection reset")))
