@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/plumber demo init
 	$(BIN)/plumber run
-	$(BIN)/dvc push
+	$(BIN)/plumber push
 	$(BIN)/plumber status
 
 test: $(STAMP)

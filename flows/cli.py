@@ -11,10 +11,14 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks import secrets
 from tasks.cli_support import (
     EXIT_BUSY,
     EXIT_FAILURE,
@@ -22,8 +26,9 @@ from tasks.cli_support import (
     Busy,
     StepError,
     configure_logging,
+    fail,
 )
-from tasks.config import ConfigError, load_params
+from tasks.config import ConfigError, Params, load_params
 from tasks.paths import Paths
 
 if TYPE_CHECKING:
@@ -34,6 +39,7 @@ EXAMPLES = """examples:
   plumber run                       the pipeline once, as a Prefect flow
   plumber run --force               ... retraining whatever the retrain policy says
   plumber serve                     the flow on the cron in params.yaml (flow.serve)
+  plumber server status             the local Prefect server (UI) that runs report to
   plumber demo advance --days 1     let one more day of data arrive
   plumber status --json             watermarks, row counts and the champion as JSON
   plumber release                   gate the new candidate; move `champion` if it passes
@@ -52,6 +58,8 @@ def _use_project_environment(paths: Paths) -> None:
     os.environ.setdefault("PREFECT_HOME", str(paths.var / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
+    # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     # Loading a registered model draws a progress bar per file: noise in logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -64,26 +72,53 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
     overrides = changes_of(parse_assignments(args.set or []))
     check(paths.params, overrides)  # a bad --set is exit 2 here, before the flow starts
     from flows.locks import run_lock
-    from flows.pipeline import pipeline
-    from flows.stages import StageFailed
 
-    with run_lock(paths, params.flow.lock_timeout_seconds):
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    # Fail fast when another run holds the repository, before starting anything.
+    with run_lock(paths, params.flow.lock_timeout_seconds, say), prefect_api(paths, params):
+        from flows.pipeline import pipeline
+
         state = pipeline(
             root=str(paths.root), force=args.force, overrides=overrides or None, return_state=True
         )
+    from flows.stages import StageFailed
+
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
         if isinstance(error, Busy) or (isinstance(error, StageFailed) and error.busy):
-            print(f"busy: {getattr(error, 'error', error)}", file=sys.stderr)
-            return EXIT_BUSY
+            return fail("busy", getattr(error, "error", error), EXIT_BUSY)
         if isinstance(error, ConfigError):
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        message = state.message or "the flow failed"
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_FAILURE
+            return fail("error", error, EXIT_USAGE)
+        return fail("error", Exception(state.message or "the flow failed"), EXIT_FAILURE)
     print(format_run(state.result(), paths))
     return 0
+
+
+@contextmanager
+def prefect_api(paths: Paths, params: Params) -> Iterator[None]:
+    """Point Prefect at a server for the block: PREFECT_API_URL if set, else the local one
+    under var/ (started if needed). With the local one, its history is pruned after."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from flows import local_server
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    url = local_server.ensure(paths, params.flow.server, say)
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
+        local_server.touch(paths)
+        try:
+            local_server.prune_history(url, params.flow.server.keep_runs)
+        except Exception as exc:  # pruning is housekeeping: never fail a run for it
+            say(f"note: could not prune the local Prefect history ({type(exc).__name__})")
 
 
 def format_run(report: dict[str, Any], paths: Paths) -> str:
@@ -117,20 +152,76 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
 def cmd_serve(args: argparse.Namespace, paths: Paths) -> int:
     from flows import deployment
 
-    serve = load_params(paths.params).flow.serve
-    if not os.environ.get("PREFECT_API_URL"):
+    params = load_params(paths.params)
+    serve = params.flow.serve
+    with prefect_api(paths, params), _keep_local_server(paths):
         print(
-            "note: PREFECT_API_URL is not set, so runs are served by a temporary Prefect "
-            "server that lives with this process; start `make server` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api to see them in the UI",
-            file=sys.stderr,
+            f"serving deployment plumber/{serve.name}: cron '{serve.cron}' ({serve.timezone}), "
+            f"one run at a time (overlap: {serve.overlap}); runs at "
+            f"{os.environ['PREFECT_API_URL'].removesuffix('/api')}; Ctrl-C stops"
         )
-    print(
-        f"serving deployment plumber/{serve.name}: cron '{serve.cron}' ({serve.timezone}), "
-        f"one run at a time (overlap: {serve.overlap}); Ctrl-C stops"
-    )
-    deployment.serve(serve, paths.root)
+        deployment.serve(serve, paths.root)
     return 0
+
+
+@contextmanager
+def _keep_local_server(paths: Paths) -> Iterator[None]:
+    """While serving, keep the local server's idle clock from running out."""
+    import threading
+
+    from flows import local_server
+
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(60):
+            local_server.touch(paths)
+
+    threading.Thread(target=beat, name="keep-server", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def cmd_server(args: argparse.Namespace, paths: Paths) -> int:
+    from flows import local_server
+
+    cfg = load_params(paths.params).flow.server
+    if args.action == "start":
+        url = local_server.start(paths, cfg, lambda line: print(line, file=sys.stderr))
+        print(f"local Prefect server: {url.removesuffix('/api')} (UI); API {url}; "
+              "it stays until `plumber server stop`")  # fmt: skip
+    elif args.action == "stop":
+        stopped = local_server.stop(paths)
+        print("local Prefect server stopped" if stopped else "no local Prefect server was running")
+    else:
+        state = local_server.read_state(paths)
+        if os.environ.get("PREFECT_API_URL"):
+            print(f"PREFECT_API_URL={os.environ['PREFECT_API_URL']}: runs go to that server")
+        if state is None:
+            print(f"local Prefect server: not running (state in {local_server.folder(paths)})")
+        else:
+            answers = "answering" if local_server.healthy(state["url"]) else "NOT answering"
+            idle = (f"stops after {state['idle_minutes']:g} min idle" if state["idle_minutes"]
+                    else "stays until `plumber server stop`")  # fmt: skip
+            print(f"local Prefect server: {state['url']} (pid {state['pid']}, since "
+                  f"{state['started']}; {answers}; {idle})")  # fmt: skip
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, paths: Paths) -> int:
+    """Check the DVC cache, then `dvc push`: a corrupt object is never sent."""
+    from tasks.integrity import verify_cache
+
+    repaired, damaged = verify_cache(paths.root)
+    for line in repaired:
+        print(f"repaired: {line}", file=sys.stderr)
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise StepError(f"nothing was pushed: {damaged[0]}{more}")
+    done = subprocess.run([sys.executable, "-m", "dvc", "push", *args.dvc_args], cwd=paths.root)
+    return done.returncode
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
@@ -268,6 +359,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=cmd_serve)
 
+    server = sub.add_parser(
+        "server",
+        help="the local Prefect server under var/ (runs use it when PREFECT_API_URL is unset)",
+        epilog="examples:\n  plumber server start    (UI on http://127.0.0.1:4200, until stopped)\n"
+        "  plumber server status\n  plumber server stop",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    server.add_argument("action", choices=["start", "stop", "status"])
+    server.set_defaults(func=cmd_server)
+
+    push = sub.add_parser(
+        "push",
+        help="check every DVC cache object the outputs use, then `dvc push`",
+        epilog="example: plumber push   (arguments after it go to dvc push: plumber push -r s3)",
+    )
+    push.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to `dvc push`")
+    push.set_defaults(func=cmd_push)
+
     st = sub.add_parser(
         "status", help="watermarks, rows and quarantine", epilog="example: plumber status --json"
     )
@@ -342,23 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths.at(args.root)
+    secrets.install()  # before anything can log: no password or token in any line
     if args.func not in (cmd_run, cmd_serve):  # flow runs log through Prefect's handlers
         configure_logging()
     _use_project_environment(paths)
-    from tasks.demo.upstream import DemoError
+    from tasks.demo import DemoError
     from tasks.sources import SourceError
 
     try:
         return int(args.func(args, paths))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("error", exc, EXIT_USAGE)
     except Busy as exc:
-        print(f"busy: {exc}", file=sys.stderr)
-        return EXIT_BUSY
+        return fail("busy", exc, EXIT_BUSY)
     except (DemoError, SourceError, StepError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("error", exc, EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -1,87 +1,93 @@
-"""Who holds the repository: one `plumber run` at a time, never beside a `dvc repro`.
+"""Who holds the repository: one flow run at a time, and no two stages at once.
 
-`plumber run` takes var/run.lock for the whole flow, and before each stage waits for DVC's
-own repository lock (.dvc/tmp/lock, which `dvc repro` and every other DVC command take).
-Both waits end at `flow.lock_timeout_seconds`; then `Busy` names the holder (exit 75),
-never DVC's raw "Unable to acquire lock".
+- A flow run holds var/run.lock from start to end (tasks/locks.py), however it started.
+- Every stage's command holds var/stage.lock while it runs (tasks/cli_support.py), whether
+  the flow or a `dvc repro` typed by hand started it: stages never overlap.
+- Before each stage the flow waits for DVC: its repository lock (.dvc/tmp/lock, held by
+  any DVC command) and its per-output locks (.dvc/tmp/rwlock, held by a stage DVC runs).
+
+So a `dvc repro` started by hand during a flow run runs its stages between the flow's
+stages, never beside one. Every wait says at once what it waits for and for how long
+(`flow.lock_timeout_seconds`); past that, `Busy` names the holder (exit 75), never DVC's
+raw "Unable to acquire lock" or "is busy".
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.cli_support import Busy
-from tasks.io import write_json
+from tasks.locks import exclusive
 from tasks.paths import Paths
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
-def run_lock(paths: Paths, timeout: float) -> Iterator[None]:
-    """Hold var/run.lock; the holder's pid and start time go beside it for the message.
-
-    Reentrant within a process: `plumber run` takes it before starting Prefect (a busy
-    repository fails fast), and the flow takes it again, as a scheduled run must."""
-    from filelock import FileLock, Timeout
-
-    paths.var.mkdir(parents=True, exist_ok=True)
-    lock_file, holder_file = paths.var / "run.lock", paths.var / "run.holder.json"
-    lock = FileLock(str(lock_file), is_singleton=True)
-    if lock.is_locked:  # held by this process already
-        with lock:
-            yield
-        return
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        holder = _read(holder_file)
-        raise Busy(
-            f"another plumber run (pid {holder.get('pid', '?')}, since "
-            f"{holder.get('started', '?')}) holds {lock_file}; waited {timeout:g} s "
-            "(flow.lock_timeout_seconds)"
-        ) from None
-    try:
-        write_json(holder_file, {"pid": os.getpid(), "started": _now(), "argv": sys.argv})
+def run_lock(
+    paths: Paths, timeout: float, say: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold var/run.lock. Reentrant within a process: `plumber run` takes it before starting
+    Prefect (a busy repository fails fast), and the flow takes it again, as a scheduled
+    run must."""
+    with exclusive(
+        paths.var / "run.lock", timeout=timeout, what="a plumber run",
+        setting="flow.lock_timeout_seconds", say=say,
+    ):  # fmt: skip
         yield
-    finally:
-        holder_file.unlink(missing_ok=True)
-        lock.release()
 
 
 def wait_for_dvc(root: Path, timeout: float) -> None:
-    """Return once DVC's repository lock is free (taking and dropping it), or raise Busy."""
+    """Return once no other process holds DVC's repository lock or its output locks, or
+    raise Busy naming the holder."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        holder = dvc_holder(root)
+        if holder is None:
+            return
+        if time.monotonic() >= deadline:
+            raise Busy(f"{holder} holds the repository; waited {timeout:g} s "
+                       "(flow.lock_timeout_seconds)")  # fmt: skip
+        if not said:
+            log.warning("waiting for %s; up to %g s (flow.lock_timeout_seconds)", holder, timeout)
+            said = True
+        time.sleep(0.5)
+
+
+def dvc_holder(root: Path) -> str | None:
+    """Who holds DVC's locks now, in words; None when nobody does."""
     import zc.lockfile
 
     lock_file = root / ".dvc" / "tmp" / "lock"
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            zc.lockfile.LockFile(str(lock_file)).close()
-            return
-        except zc.lockfile.LockError:
-            if time.monotonic() >= deadline:
-                pid = lock_file.read_text().strip() if lock_file.exists() else "?"
-                raise Busy(
-                    f"a DVC command (pid {pid or '?'}: `dvc repro` or another) holds "
-                    f"{lock_file}; waited {timeout:g} s (flow.lock_timeout_seconds)"
-                ) from None
-            time.sleep(0.5)
-
-
-def _read(path: Path) -> dict:
     try:
-        return dict(json.loads(path.read_text()))
+        zc.lockfile.LockFile(str(lock_file)).close()
+    except zc.lockfile.LockError:
+        pid = lock_file.read_text().strip() if lock_file.exists() else ""
+        return f"a DVC command (pid {pid or '?'}: `dvc repro` or another; {lock_file})"
+    holders = rwlock_holders(root)
+    if holders:
+        stage_pid, cmd = holders[0]
+        return f"a DVC stage (pid {stage_pid}: `{cmd}`; .dvc/tmp/rwlock)"
+    return None
+
+
+def rwlock_holders(root: Path) -> list[tuple[int, str]]:
+    """Live processes in DVC's per-output lock file (DVC itself drops dead ones)."""
+    from tasks.journal import process_started
+
+    try:
+        data = json.loads((root / ".dvc" / "tmp" / "rwlock").read_text())
     except (OSError, ValueError):
-        return {}
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return []
+    infos = [*data.get("write", {}).values()]
+    for readers in data.get("read", {}).values():
+        infos += readers
+    live = {(int(i["pid"]), str(i["cmd"])) for i in infos if process_started(int(i["pid"]))}
+    return sorted(live)

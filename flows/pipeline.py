@@ -3,15 +3,22 @@ retrain policy after validation, then the release.
 
 In the Prefect UI a stage DVC found unchanged ends in the state "Cached", a stage the
 retrain policy left out in "Skipped"; both are Completed, neither ran.
+
+Each run first repairs what a killed run left: its own record (var/last_run.json, and the
+run's state in Prefect) says crashed, MLflow runs still RUNNING end KILLED, registry
+versions left pending are abandoned (`recover`); the retrain policy then finishes stages
+a stopped run left undone and judges a candidate no release judged (flows/retrain.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -21,7 +28,7 @@ from flows import retrain, summary
 from flows.locks import run_lock
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
-from flows.run_record import record_run
+from flows.run_record import record_run, record_start
 from flows.stages import (
     RAN,
     SKIPPED,
@@ -31,6 +38,7 @@ from flows.stages import (
     reproduce_stage,
     stage_order,
 )
+from tasks import secrets
 from tasks.cli_support import Busy
 from tasks.config import ConfigError, FlowParams, Params, load_params
 from tasks.paths import Paths
@@ -41,16 +49,39 @@ for _name in ("flows", "tasks"):
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(logging.INFO)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 # The retrain policy is asked once this stage has run: the stages after it build features,
 # train and evaluate, and are left out when no retrain is needed.
 POLICY_AFTER = "validate"
 
 
+def masking(fn: Callable[P, R]) -> Callable[P, R]:
+    """A task's exception with URL passwords and tokens masked: Prefect stores its message
+    as the task's state message, in its database."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise secrets.masked_error(exc) from None
+
+    return run
+
+
 @task(cache_policy=NO_CACHE, persist_result=False)
+@masking
 def run_stage(
-    root: Path, name: str, flow_run_id: str, lock_timeout: float, timeout: float | None
+    root: Path,
+    name: str,
+    flow_run_id: str,
+    lock_timeout: float,
+    timeout: float | None,
+    force: bool = False,
 ) -> Any:
-    result = reproduce_stage(root, name, flow_run_id, lock_timeout, timeout)
+    result = reproduce_stage(root, name, flow_run_id, lock_timeout, timeout, force=force)
     if result.outcome == UNCHANGED:
         message = "unchanged since dvc.lock: DVC skipped it"
         return Completed(name="Cached", message=message, data=asdict(result))
@@ -69,13 +100,27 @@ def skip_stage(name: str, reason: str) -> Any:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def retrain_policy(root: Path, params: Params, force: str | None) -> dict[str, Any]:
-    verdict = retrain.verdict(params.schedule.retrain_when, Paths.at(root), force)
+@masking
+def retrain_policy(
+    root: Path, params: Params, force: str | None, stages: list[str]
+) -> dict[str, Any]:
+    verdict = retrain.verdict(params.schedule.retrain_when, Paths.at(root), force, stages=stages)
     logging.getLogger(__name__).info("%s", retrain.describe(verdict))
     return asdict(verdict)
 
 
+@task(name="recover", task_run_name="recover", cache_policy=NO_CACHE, persist_result=False)
+@masking
+def recover(root: Path, model_name: str) -> list[str]:
+    """What killed operations left in MLflow, repaired (asks MLflow only if there is any)."""
+    from tasks import recovery
+
+    paths = Paths.at(root)
+    return recovery.recover(paths, model_name) if recovery.needed(paths) else []
+
+
 @task(name="release", task_run_name="release", cache_policy=NO_CACHE, persist_result=False)
+@masking
 def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     """The gate and the registry, after the stages: its side effects stay out of DVC."""
     from tasks import release
@@ -121,6 +166,8 @@ def check_timeouts(flow_params: FlowParams, stages: list[str]) -> None:
     name="plumber",
     on_completion=[record_run],
     on_failure=[notify_failure, record_run],
+    on_crashed=[record_run],
+    on_cancellation=[record_run],
     validate_parameters=True,
 )
 def pipeline(
@@ -134,14 +181,21 @@ def pipeline(
     The run holds var/run.lock throughout, however it was started (CLI, schedule, UI)."""
     from prefect.runtime import flow_run
 
+    secrets.install()  # however the run started: no password or token in its logs
     paths = Paths.at(root)
     with run_lock(paths, load_params(paths.params).flow.lock_timeout_seconds):
+        crashed = record_start(paths, flow_run)
+        if crashed:
+            logging.getLogger(__name__).warning(
+                "the previous flow run %s crashed: %s", crashed["name"], crashed["reason"]
+            )
         changed = apply(paths.params, changes_of(overrides))
         params = load_params(paths.params)
         forced = "plumber run --force" if force else None
         if changed:
             forced = f"parameters overridden ({', '.join(changed)})"
         rows_before = summary.rows_by_source(paths)
+        recover(paths.root, params.release.model_name)
         results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
     report = summary.build(
         paths,
@@ -162,6 +216,7 @@ def _run_stages(
     """The stages in DVC's order, the retrain policy after POLICY_AFTER, the release."""
     stages = stage_order(paths.root)
     check_timeouts(params.flow, stages)
+    governed = stages[stages.index(POLICY_AFTER) + 1 :] if POLICY_AFTER in stages else []
     wait = params.flow.lock_timeout_seconds
     results: list[dict[str, Any]] = []
     verdict: dict[str, Any] | None = None
@@ -172,12 +227,14 @@ def _run_stages(
         try:
             stage = _stage_task(name, params.flow)
             limit = params.flow.timeout_for(name)
-            results.append(stage(paths.root, name, run_id, wait, limit, return_state=True).result())
+            force = bool(verdict and verdict["forced"])
+            state = stage(paths.root, name, run_id, wait, limit, force, return_state=True)
+            results.append(state.result())
         except Exception as exc:
             raise StageFailed(name, exc) from exc
         if name == POLICY_AFTER:
-            verdict = retrain_policy(paths.root, params, forced)
-    if verdict is not None and not verdict["retrain"]:
+            verdict = retrain_policy(paths.root, params, forced, governed)
+    if verdict is not None and not (verdict["retrain"] or verdict["judge"]):
         results.append(_skipped("release"))
         return results, verdict, None
     release = release_candidate.with_options(timeout_seconds=params.flow.timeout_for("release"))

@@ -29,6 +29,7 @@ from typing import Any
 from tasks import progress
 from tasks.cli_support import LOG_FORMAT_ENV, Busy, StepError
 from tasks.progress import Bars
+from tasks.secrets import mask
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class StageFailed(Exception):
     """A stage of the flow failed; names it, so reports and notifications can."""
 
     def __init__(self, stage: str, error: BaseException | str) -> None:
-        self.stage, self.error = stage, str(error)
+        from tasks.secrets import mask
+
+        self.stage, self.error = stage, mask(str(error))
         self.busy = isinstance(error, Busy)  # waited too long for another process
         super().__init__(f"stage {stage} failed: {error}")
 
@@ -112,10 +115,11 @@ def reproduce_stage(
     flow_run_id: str | None = None,
     lock_timeout: float = 600,
     timeout: float | None = None,
+    force: bool = False,
 ) -> StageResult:
-    """Run one stage if DVC considers it changed; dvc.lock records it.
+    """Run one stage if DVC considers it changed (or `force`); dvc.lock records it.
 
-    A DVC command holding the repository is waited for, up to `lock_timeout` seconds.
+    DVC commands holding the repository are waited for, up to `lock_timeout` seconds.
     The stage's process sees the flow run's id, so its MLflow run can name it.
     """
     from flows.locks import wait_for_dvc
@@ -123,7 +127,7 @@ def reproduce_stage(
 
     wait_for_dvc(root, lock_timeout)
     start = time.perf_counter()
-    if not stage_changed(root, name):
+    if not force and not stage_changed(root, name):
         return StageResult(name, UNCHANGED, round(time.perf_counter() - start, 3))
     # `python -m tasks.<step>` in dvc.yaml must find this interpreter, however the flow
     # was started (CLI, a schedule, a worker).
@@ -131,9 +135,15 @@ def reproduce_stage(
     env = {**os.environ, LOG_FORMAT_ENV: CHILD_LOG_FORMAT, "PATH": path}
     if flow_run_id:
         env[FLOW_RUN_ENV] = flow_run_id
-    argv = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
-    with _progress_bars(env) as bars:
-        code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name, bars))
+    argv = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] * force), name]
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        with _progress_bars(env) as bars:
+            code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name, bars))
+        if code == 0 or not _dvc_lock_race(tail) or time.monotonic() >= deadline:
+            break
+        # Another DVC command took a lock between our check and the stage's start.
+        wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
     seconds = round(time.perf_counter() - start, 3)
     if timed_out:
         raise StageTimeout(
@@ -141,13 +151,16 @@ def reproduce_stage(
             "the stage's previous outputs are kept)"
         )
     if code != 0:
-        message = last_error(tail) or f"`dvc repro --single-item {name}` exited {code}"
+        message = mask(last_error(tail, code))
         # DVC exits 1 whatever the stage's code: a busy stage is known by its `busy:` line.
-        stage_busy = any(line.startswith("busy: ") for line in tail)
-        if stage_busy or "Unable to acquire lock" in message:
+        if any(line.startswith("busy: ") for line in tail) or _dvc_lock_race(tail):
             raise Busy(message)
         raise StepError(message)
     return StageResult(name, RAN, seconds)
+
+
+def _dvc_lock_race(tail: list[str]) -> bool:
+    return any("Unable to acquire lock" in line or "is being blocked by" in line for line in tail)
 
 
 def run_captured(
@@ -157,15 +170,20 @@ def run_captured(
     timeout: float | None,
     on_line: Callable[[str], None],
 ) -> tuple[int, list[str], bool]:
-    """Run a command in its own process group, handing each output line to `on_line`.
+    """Run a command under a guard (flows/guard.py) in its own process group, handing
+    each output line to `on_line`.
 
     Returns (exit code, the last 40 lines, whether it was stopped for the timeout). Past
-    the timeout, or if this process is interrupted, the whole group is stopped: SIGTERM,
-    then SIGKILL after a grace period.
+    the timeout, or if this process is interrupted (SIGTERM, Ctrl-C, a cancelled run),
+    the whole group is stopped: SIGTERM, then SIGKILL after a grace period; if this
+    process is killed outright, the guard stops the group itself.
     """
+    from tasks import guard
+
     proc = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+        guard.command(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+        start_new_session=True,
     )  # fmt: skip
     timed_out = threading.Event()
 
@@ -188,7 +206,7 @@ def run_captured(
     finally:
         if timer:
             timer.cancel()
-        if proc.poll() is None:  # interrupted (Ctrl-C, a cancelled flow run)
+        if proc.poll() is None:  # interrupted (SIGTERM, Ctrl-C, a cancelled flow run)
             _stop_group(proc)
     return code, list(tail), timed_out.is_set()
 
@@ -206,13 +224,47 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
             continue
 
 
-def last_error(lines: list[str]) -> str | None:
-    """The line a failed stage ended with: its own `error:` / `busy:` line, else DVC's."""
-    for prefix in ("error: ", "busy: ", "ERROR: "):
+_EXITED_WITH = re.compile(r"exited with (-?\d+)")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)(: .*)?$")
+
+
+def last_error(lines: list[str], code: int | None = None) -> str:
+    """Why a stage failed: its own `error:` / `busy:` / `stopped:` line, else the
+    exception a traceback ended with, else DVC's `ERROR:` line, else what ended it (a
+    signal, or its exit code); never a mere log line."""
+    for prefix in ("error: ", "busy: ", "stopped: "):
         for line in reversed(lines):
             if line.startswith(prefix):
                 return line.removeprefix(prefix)
-    return next((line for line in reversed(lines) if line.strip()), None)
+    for line in reversed(lines):
+        if _EXCEPTION.match(line):
+            return line
+    for line in reversed(lines):
+        if line.startswith("ERROR: "):
+            found = _EXITED_WITH.search(line)
+            signum = -int(found.group(1)) if found and int(found.group(1)) < 0 else None
+            if signum:  # the stage's command was killed: say by what
+                dvc_said = line.removeprefix("ERROR: ")
+                return f"its command was killed by {_signal_name(signum)} ({dvc_said})"
+            return line.removeprefix("ERROR: ")
+    return ended_by(code)
+
+
+def ended_by(code: int | None) -> str:
+    """A process's end in words, from its exit status (the guard's 128 + N included)."""
+    if code is None:
+        return "it ended without an error line"
+    if code < 0 or code > 128:
+        signum = -code if code < 0 else code - 128
+        return f"it was killed by {_signal_name(signum)} (exit {code}), without an error line"
+    return f"it exited {code} without an error line"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @contextmanager

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tasks.config import ConfigError
 from tasks.sources import SourceError
@@ -31,7 +33,25 @@ class Busy(StepError):
     """Another process holds what this one needs; the message names it."""
 
 
+class Stopped(BaseException):
+    """The process was asked to stop (SIGTERM): a time limit, a cancelled or killed run.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it; the
+    steps' `finally` blocks and context managers still run (an MLflow run is ended)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"{signal.Signals(signum).name} received")
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
+    from tasks import secrets
+
+    secrets.install()  # no URL password or token in any log line
     default = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(
         level=level, format=os.environ.get(LOG_FORMAT_ENV, default), stream=sys.stderr
@@ -45,20 +65,52 @@ def stage_main(name: str, doc: str, work: Callable[[], object], argv: list[str] 
     argparse.ArgumentParser(
         prog=f"python -m tasks.{name}", description=doc.split("\n")[0]
     ).parse_args(argv)
-    return run_step(work)
+    return run_step(work, stage=name)
 
 
-def run_step(step: Callable[[], object]) -> int:
+@contextmanager
+def stage_lock(stage: str) -> Iterator[None]:
+    """Hold var/stage.lock while a stage runs: two stages never run at once, whoever
+    started them (the flow, or a `dvc repro` by hand during a flow run)."""
+    from tasks.config import load_params
+    from tasks.locks import exclusive
+    from tasks.paths import Paths
+
+    paths = Paths.at()
+    timeout = load_params(paths.params).flow.lock_timeout_seconds
+    with exclusive(
+        paths.var / "stage.lock", timeout=timeout, what=f"the {stage} stage",
+        setting="flow.lock_timeout_seconds",
+        say=lambda line: print(f"{line}", file=sys.stderr, flush=True),
+    ):  # fmt: skip
+        yield
+
+
+def run_step(step: Callable[[], object], stage: str | None = None) -> int:
+    """Run a step: expected failures are one line and an exit code, SIGTERM a clean stop."""
     configure_logging()
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        step()
+        if stage is None:
+            step()
+        else:
+            with stage_lock(stage):
+                step()
+    except Stopped as exc:
+        print(f"stopped: {exc} before the step finished", file=sys.stderr)
+        return 128 + exc.signum
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("error", exc, EXIT_USAGE)
     except Busy as exc:
-        print(f"busy: {exc}", file=sys.stderr)
-        return EXIT_BUSY
+        return fail("busy", exc, EXIT_BUSY)
     except (SourceError, StepError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail("error", exc, EXIT_FAILURE)
     return 0
+
+
+def fail(kind: str, exc: BaseException | str, code: int) -> int:
+    """Print one line, `kind: message`, secrets masked; return the exit code."""
+    from tasks.secrets import mask
+
+    print(f"{kind}: {mask(str(exc))}", file=sys.stderr)
+    return code

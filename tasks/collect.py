@@ -15,10 +15,12 @@ simply running again: the same rows merge into the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
 
+from tasks import integrity
 from tasks.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
 from tasks.io import (
     prefetched,
@@ -37,13 +40,17 @@ from tasks.io import (
 )
 from tasks.partitions import (
     DAY,
+    SOURCE_FILE,
     day_groups,
+    day_span,
+    drop_empty_meta,
     later_watermark,
     max_watermark,
     merge_rows,
     partition_days,
     spool_by_day,
     storable,
+    without_files,
 )
 from tasks.paths import Paths
 from tasks.progress import Progress
@@ -53,51 +60,89 @@ log = logging.getLogger(__name__)
 
 
 def pull(
-    name: str, source: Source, state: dict[str, Any], paths: Paths, chunk_rows: int
-) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
-    """The connector's batches, and the state to record once they are all written."""
+    name: str,
+    source: Source,
+    state: dict[str, Any],
+    paths: Paths,
+    params: CollectParams,
+    reread: list[str],
+) -> tuple[Iterator[pd.DataFrame], dict[str, Any], dict[str, list[str]]]:
+    """The connector's batches, the state to record once they are all written, and the
+    files whose earlier version's rows they replace (file name -> its days).
+
+    `reread`: days whose partition was lost and must be read again from the source."""
     since = state.get("watermark")
     # Connectors are imported when used: a project without HTTP sources never loads httpx.
     if isinstance(source, SqlSource):
         from tasks.sources.sql import read_sql
 
-        return read_sql(name, source, since=since, chunk_rows=chunk_rows, root=paths.root), {}
+        batches = read_sql(name, source, since=since, chunk_rows=params.chunk_rows, root=paths.root)
+        if reread:
+            spans = [day_span(day, params.timezone) for day in reread]
+            again = read_sql(name, source, since=None, chunk_rows=params.chunk_rows,
+                             root=paths.root, spans=spans)  # fmt: skip
+            batches = itertools.chain(batches, again)
+        return batches, {}, {}
     if isinstance(source, HttpSource):
         from tasks.sources.http import read_http
 
-        return read_http(name, source, since=since, page_size=chunk_rows), {}
+        if reread:
+            raise SourceError(
+                f"{name}: {', '.join(reread)} lost and not in the DVC cache, and an HTTP source "
+                "cannot be asked for past days: restore data/raw with `dvc checkout` or "
+                "`dvc pull`"
+            )
+        return read_http(name, source, since=since, page_size=params.chunk_rows), {}, {}
     assert isinstance(source, FilesSource)
-    return _pull_files(name, source, state, paths)
+    return _pull_files(name, source, state, paths, params.timezone, reread)
 
 
 def _pull_files(
-    name: str, source: FilesSource, state: dict[str, Any], paths: Paths
-) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
+    name: str,
+    source: FilesSource,
+    state: dict[str, Any],
+    paths: Paths,
+    timezone: str,
+    reread: list[str],
+) -> tuple[Iterator[pd.DataFrame], dict[str, Any], dict[str, list[str]]]:
     folder = paths.resolve(source.path)
     cache_file = paths.collect_state / f"{name}.stat.json"
+    before: dict[str, dict[str, Any]] = state.get("files_seen", {})
+    # Files that fed a lost partition are read again (all, if the record cannot tell).
+    lost = set(reread)
+    again = {f for f, info in before.items() if lost and lost & set(info.get("partitions", lost))}
     try:
         scan = files.scan_folder(
-            folder, source.glob, state.get("files_seen", {}), read_json(cache_file, default={})
-        )
+            folder, source.glob, {f: i for f, i in before.items() if f not in again},
+            read_json(cache_file, default={}),
+        )  # fmt: skip
     except SourceError as exc:
         raise SourceError(f"{name}: {exc}") from None
     # A snapshot source is the union of its current files: any change rereads them all.
     to_read = sorted(scan.current) if source.partition_by is None and scan.changed else scan.changed
-    seen, skipped = dict(scan.current), {}
+    seen = {f: {**before.get(f, {}), **fingerprint} for f, fingerprint in scan.current.items()}
+    replaced = {f: before[f].get("partitions", []) for f in to_read if f in before}
+    skipped: dict[str, str] = {}
 
     def batches() -> Iterator[pd.DataFrame]:
         for file_name in to_read:
             try:
-                yield files.read_file(folder / file_name)
+                frame = files.read_file(folder / file_name)
             except SourceError as exc:
                 if source.on_bad_file == "fail":
                     raise SourceError(f"{name}: {exc}") from None
                 log.warning("%s: skipped %s", name, exc)
                 skipped[file_name] = str(exc)
                 seen.pop(file_name)  # read again next run, when the file may be complete
+                continue
+            # What the file holds, so a later version of it can replace exactly that, and
+            # validate can name the file whose columns changed.
+            days = partition_days(frame, source.partition_by, timezone)
+            seen[file_name].update(columns=list(frame.columns), partitions=sorted(set(days)))
+            yield frame.assign(**{SOURCE_FILE: file_name})
         write_json(cache_file, scan.stat_cache)  # only a shortcut: safe to write early
 
-    return batches(), {"files_seen": seen, "skipped_files": skipped}
+    return batches(), {"files_seen": seen, "skipped_files": skipped}, replaced
 
 
 def collect_source(
@@ -108,7 +153,9 @@ def collect_source(
     spool = paths.staging / name
     shutil.rmtree(spool, ignore_errors=True)  # leftovers of a crashed run
     remove_stale_temps(paths.raw / name)
-    batches, extra_state = pull(name, source, state, paths, params.chunk_rows)
+    partitions = dict(state.get("partitions", {}))
+    reread = integrity.repair_partitions(paths, name, partitions)  # removed from `partitions`
+    batches, extra_state, replaced = pull(name, source, state, paths, params, reread)
 
     new_mark: Any = None
     spooled: Counter[str] = Counter()  # rows per day
@@ -119,11 +166,25 @@ def collect_source(
                 new_mark = later_watermark(new_mark, max_watermark(batch[source.watermark]))
             bar.update(len(batch))
 
-    partitions = dict(state.get("partitions", {}))
     before = dict(partitions)
-    for group in day_groups(spooled, params.chunk_rows):
-        partitions.update(_merge_days(group, spool, paths.raw / name, source))
+    # Days with new rows, and days an earlier version of a changed file fed.
+    days = {*spooled, *itertools.chain(*replaced.values())}
+    touched = Counter({day: spooled[day] for day in days})
+    merge = Merge(spool, paths.raw / name, source, replaced, extra_state.get("files_seen"))
+    for group in day_groups(touched, params.chunk_rows):
+        for file_name, entry in merge.days(group).items():
+            if entry is None:
+                partitions.pop(file_name, None)  # its only file's new version left that day
+            else:
+                partitions[file_name] = entry
     shutil.rmtree(spool, ignore_errors=True)
+    unrestored = [day for day in reread if f"{day}.parquet" not in partitions]
+    if unrestored:
+        raise SourceError(
+            f"{name}: partition(s) {', '.join(unrestored)} lost; neither the DVC cache nor the "
+            "source has their rows now: restore data/raw with `dvc pull` (from a remote with "
+            "a good copy), or accept the loss by removing them from data/raw/manifest.json"
+        )
 
     entry = {
         "kind": source.kind,
@@ -135,7 +196,7 @@ def collect_source(
     changed = sum(partitions[p] != before.get(p) for p in partitions)
     log.info(
         "%s: %d rows read, %d partitions touched, %d changed, watermark %s",
-        name, spooled.total(), len(spooled), changed, entry["watermark"],
+        name, spooled.total(), len(touched), changed, entry["watermark"],
     )  # fmt: skip
     return entry
 
@@ -158,32 +219,64 @@ def _spool(
         spooled[day] += rows.num_rows
 
 
-def _merge_days(
-    days: list[str], spool: Path, out_dir: Path, source: Source
-) -> dict[str, dict[str, Any]]:
-    """Merge the spooled rows of some days into their partitions; return their entries."""
-    replace = source.partition_by is None  # a snapshot is replaced, not merged
-    pieces = []
-    for day in days:
-        for path in sorted((spool / day).glob("*.arrow")):
-            table = feather.read_table(path)
-            pieces.append(table.append_column(DAY, pa.array([day] * table.num_rows)))
-    new = pa.concat_tables(pieces, promote_options="permissive").to_pandas()
-    existing = {
-        day: pd.read_parquet(out_dir / f"{day}.parquet")
-        for day in days
-        if not replace and (out_dir / f"{day}.parquet").exists()
-    }
-    old = pd.concat([f.assign(**{DAY: d}) for d, f in existing.items()]) if existing else None
-    merged = merge_rows(old, new, [DAY, *source.key], source.watermark)
-    entries = {}
-    for day, rows in merged.groupby(DAY, sort=True):
-        rows = rows.drop(columns=DAY).reset_index(drop=True)
-        target = out_dir / f"{day}.parquet"
-        if day not in existing or not rows.equals(existing[day]):  # else keep bytes and mtime
-            write_parquet(target, rows)
-        entries[target.name] = {"rows": len(rows), "sha256": sha256_file(target)}
-    return entries
+@dataclass(frozen=True)
+class Merge:
+    """How a source's spooled rows merge into its partitions."""
+
+    spool: Path
+    out_dir: Path
+    source: Source
+    replaced: dict[str, list[str]]  # changed files -> the days their earlier version fed
+    files_seen: dict[str, dict[str, Any]] | None  # files sources: what each file holds
+
+    def days(self, days: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Merge the spooled rows of some days into their partitions; return their
+        manifest entries (None: the partition is gone)."""
+        snapshot = self.source.partition_by is None  # a snapshot is replaced, not merged
+        pieces = []
+        for day in days:
+            for path in sorted((self.spool / day).glob("*.arrow")):
+                table = feather.read_table(path)
+                pieces.append(table.append_column(DAY, pa.array([day] * table.num_rows)))
+        new = pa.concat_tables(pieces, promote_options="permissive").to_pandas() if pieces else None
+        existing = {
+            day: pd.read_parquet(self.out_dir / f"{day}.parquet")
+            for day in days
+            if not snapshot and (self.out_dir / f"{day}.parquet").exists()
+        }
+        old = [
+            without_files(frame, set(self.replaced), self._columns_of_others(day)).assign(
+                **{DAY: day}
+            )
+            for day, frame in existing.items()
+        ]
+        key = [DAY, *self.source.key]
+        merged = merge_rows(pd.concat(old) if old else None, new, key, self.source.watermark)
+        entries: dict[str, dict[str, Any] | None] = {f"{d}.parquet": None for d in days}
+        for day, rows in merged.groupby(DAY, sort=True) if DAY in merged.columns else []:
+            rows = drop_empty_meta(rows.drop(columns=DAY).reset_index(drop=True))
+            target = self.out_dir / f"{day}.parquet"
+            if day not in existing or not rows.equals(existing[day]):  # else keep bytes and mtime
+                write_parquet(target, rows)
+            entries[target.name] = {"rows": len(rows), "sha256": sha256_file(target),
+                                    "bytes": target.stat().st_size}  # fmt: skip
+        for name, entry in entries.items():
+            if entry is None:
+                (self.out_dir / name).unlink(missing_ok=True)
+        return entries
+
+    def _columns_of_others(self, day: str) -> list[str] | None:
+        """The columns of the files that still feed `day` (None: cannot tell, keep all)."""
+        if self.files_seen is None:
+            return None
+        columns: list[str] = []
+        for name, info in self.files_seen.items():
+            if name in self.replaced or day not in info.get("partitions", []):
+                continue
+            if "columns" not in info:
+                return None
+            columns += info["columns"]
+        return columns
 
 
 def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> dict[str, Any]:
@@ -219,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = Paths.at()
         run(load_params(paths.params).collect, paths, only=args.source)
 
-    return run_step(work)
+    return run_step(work, stage="collect")
 
 
 if __name__ == "__main__":

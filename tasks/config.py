@@ -198,7 +198,10 @@ class ReleaseParams(_Strict):
     max_p99_latency_ms: float = Field(default=50.0, gt=0)
     max_model_mb: float = Field(default=25.0, gt=0)
     smoke_rows: int = Field(default=2000, ge=1, description="test rows the smoke test predicts")
+    smoke_tolerance: float = Field(default=1e-6, gt=0, description="vs evaluate's predictions")
+    smoke_timeout_seconds: float = Field(default=600, gt=0)
     latency_samples: int = Field(default=300, ge=10)
+    latency_rounds: int = Field(default=3, ge=1, description="the best round's p99 is judged")
     lock_timeout_seconds: float = Field(default=600, ge=0)
 
 
@@ -225,6 +228,20 @@ class ServeParams(_Strict):
         return _known_timezone(tz)
 
 
+class ServerParams(_Strict):
+    """The local Prefect server that `plumber` starts when PREFECT_API_URL is unset."""
+
+    port: int = Field(default=4200, ge=1, le=65535, description="another free port if taken")
+    idle_minutes: float = Field(
+        default=30, ge=0, description="a server started by a run stops after this idle time"
+    )
+    start_timeout_seconds: float = Field(
+        default=900, gt=0, description="a start still not answering after this is an error"
+    )
+    keep_runs: int = Field(default=200, ge=1, description="flow runs kept in its history")
+    retention_days: float = Field(default=30, ge=1, description="older flow runs are deleted")
+
+
 class FlowParams(_Strict):
     collect_retries: int = Field(default=2, ge=0)
     collect_retry_delay_seconds: float = Field(
@@ -242,6 +259,7 @@ class FlowParams(_Strict):
         default=600, ge=0, description="wait this long for another run or dvc command"
     )
     serve: ServeParams = Field(default_factory=ServeParams)
+    server: ServerParams = Field(default_factory=ServerParams)
 
     @field_validator("stage_timeout_seconds")
     @classmethod
@@ -265,6 +283,15 @@ class RetrainWhen(_Strict):
     days_since_training: float = Field(default=7, gt=0)
 
 
+class TrackingParams(_Strict):
+    """How long MLflow may take to answer before a step fails naming the tracking server."""
+
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    connect_attempts: int = Field(default=3, ge=1, description="of the start-up check")
+    request_timeout_seconds: float = Field(default=60, gt=0, description="each MLflow call")
+    request_retries: int = Field(default=2, ge=0, description="of each MLflow call")
+
+
 class ScheduleParams(_Strict):
     retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
 
@@ -280,6 +307,12 @@ class Params(_Strict):
     release: ReleaseParams = Field(default_factory=ReleaseParams)
     flow: FlowParams = Field(default_factory=FlowParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    def secret_env_names(self) -> list[str]:
+        """Environment variables whose whole value is a secret (tokens, webhook URLs)."""
+        names = [s.token_env for s in self.collect.sources.values() if isinstance(s, HttpSource)]
+        return [n for n in [*names, self.flow.notify_url_env] if n]
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
@@ -291,9 +324,13 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     try:
-        return Params.model_validate(raw or {})
+        params = Params.model_validate(raw or {})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_errors(exc)}") from None
+    from tasks import secrets
+
+    secrets.declare(*params.secret_env_names())  # their values are masked wherever seen
+    return params
 
 
 def describe_errors(exc: ValidationError) -> str:

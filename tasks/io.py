@@ -12,13 +12,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasks.cli_support import StepError
+
+if TYPE_CHECKING:  # pandas and pyarrow are imported where Parquet is written: a command
+    import pandas as pd  # that only writes JSON (a lock's holder record) stays fast
 
 T = TypeVar("T")
 
@@ -67,6 +66,9 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def write_parquet(target: Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` so that equal frames give equal bytes (no index, fixed options)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     # The pandas metadata kept in the schema depends only on the locked versions and
     # the dtypes, so equal frames still give equal bytes.
     table = pa.Table.from_pandas(frame, preserve_index=False)

@@ -7,6 +7,7 @@ pull was chunked, or on how many runs it took.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +16,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tasks import sources
 from tasks.sources import SourceError
 
 DAY = "__day"  # the partition a spooled row belongs to, while merging
+# Columns collect adds, not the source's: validate leaves them out of the schema check.
+META_PREFIX = "_"
+SOURCE_FILE = "_file"  # the dropped file a row came from (files sources)
+INVALID = sources.INVALID  # JSON {column: raw text} of values that did not fit their type
 SNAPSHOT = "snapshot"
 UNKNOWN_DAY = "unknown-day"  # rows whose partition timestamp does not parse; validate rejects them
 
@@ -33,6 +39,16 @@ def partition_days(frame: pd.DataFrame, column: str | None, tz: str) -> pd.Serie
     codes, days = pd.factorize(stamps.dt.tz_convert(tz).dt.normalize())
     names = np.append(np.asarray(days.strftime("%Y-%m-%d"), dtype=object), UNKNOWN_DAY)
     return pd.Series(names[codes], index=frame.index)  # code -1 (no timestamp) -> UNKNOWN_DAY
+
+
+def day_span(day: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
+    """The partition `day` (a local calendar day in `tz`) as [start, end) in naive UTC,
+    how timestamps are stored upstream."""
+    from zoneinfo import ZoneInfo
+
+    start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=ZoneInfo(tz))
+    end = dt.datetime.combine(start.date() + dt.timedelta(days=1), dt.time(), tzinfo=start.tzinfo)
+    return tuple(t.astimezone(dt.UTC).replace(tzinfo=None) for t in (start, end))  # type: ignore[return-value]
 
 
 def storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +68,35 @@ def storable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def without_files(
+    existing: pd.DataFrame, files: set[str], columns_of_others: list[str] | None
+) -> pd.DataFrame:
+    """A partition's rows less those that `files` contributed (a changed file replaces
+    what its earlier version contributed). Columns only the removed rows had go too, so
+    the partition is what it would be had the earlier version never arrived;
+    `columns_of_others`: the columns of the files whose rows remain (None: keep all)."""
+    if SOURCE_FILE not in existing.columns or not files:
+        return existing
+    kept = existing[~existing[SOURCE_FILE].isin(files)]
+    if columns_of_others is not None:
+        keep = set(columns_of_others) | {SOURCE_FILE, DAY}
+        kept = kept[[c for c in kept.columns if c in keep or kept[c].notna().any()]]
+    return kept.reset_index(drop=True)
+
+
+def drop_empty_meta(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the INVALID column when no row has an invalid value: a partition's bytes
+    then do not remember a bad value that a newer version of its row replaced."""
+    if INVALID in frame.columns and frame[INVALID].isna().all():
+        return frame.drop(columns=INVALID)
+    return frame
+
+
 def merge_rows(
-    existing: pd.DataFrame | None, new: pd.DataFrame, key: list[str], watermark: str | None
+    existing: pd.DataFrame | None,
+    new: pd.DataFrame | None,
+    key: list[str],
+    watermark: str | None,
 ) -> pd.DataFrame:
     """One partition's rows after ``new`` arrived, in a deterministic order.
 
@@ -63,7 +106,7 @@ def merge_rows(
     """
     frames = [f for f in (existing, new) if f is not None and len(f)]
     if not frames:
-        return new.iloc[0:0]
+        return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     row_hash = pd.util.hash_pandas_object(frame, index=False)
     frame = _drop_rereads(frame, row_hash)

@@ -64,6 +64,11 @@ class Paths:
         return self.root / "reports"
 
     @property
+    def judged(self) -> Path:
+        """The last candidate a release judged (a local shortcut; the registry decides)."""
+        return self.var / "release" / "judged.json"
+
+    @property
     def validation_report(self) -> Path:
         return self.reports / "validation.json"
 

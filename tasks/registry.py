@@ -32,20 +32,14 @@ TAG_LIMIT = 5000
 
 
 def connect(paths: Paths) -> MlflowClient:
-    """A client for the tracking store's registry; a clear error when it is unreachable."""
-    import mlflow
-
-    uri = tracking.tracking_uri(paths)
-    (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
+    """A client for the tracking store's registry; one clear line when it is unreachable
+    or unreadable (a corrupt local store included), naming it and what to do."""
+    uri = tracking.prepare(paths)
     try:
+        client = MlflowClient()
         client.search_registered_models(max_results=1)
     except Exception as exc:  # any transport or store error: say where, not how
-        raise StepError(
-            f"the model registry at {tracking.safe_uri(uri)} is unreachable "
-            f"({type(exc).__name__}); nothing was changed"
-        ) from None
+        raise StepError(tracking.store_problem(paths, uri, exc)) from None
     return client
 
 

@@ -36,12 +36,13 @@ from typing import Any
 
 import pandas as pd
 
-from tasks import registry, tracking
-from tasks.cli_support import Busy, StepError
+from tasks import journal, recovery, registry, tracking
+from tasks.cli_support import StepError
 from tasks.config import Params
 from tasks.features import LABEL
 from tasks.gate import METRIC, NO_CHANGE, REJECTED, Decision, Evidence, decide
-from tasks.io import read_json, require
+from tasks.guard import run_guarded
+from tasks.io import read_json, require, write_json
 from tasks.metrics import REPORTED, metric_block
 from tasks.paths import Paths
 from tasks.serving import size_mb
@@ -76,23 +77,15 @@ def _step(name: str) -> None:
 
 @contextmanager
 def locked(paths: Paths, timeout: float) -> Iterator[None]:
-    """One release or rollback at a time, or a clear error naming the lock file. A file
-    lock: the operating system releases it when its holder dies, killed or not."""
-    from filelock import FileLock, Timeout
+    """One release or rollback at a time (tasks/locks.py): an OS file lock that dies with
+    its holder; a second one waits, saying for whom, then fails naming the lock."""
+    from tasks.locks import exclusive
 
-    paths.var.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(paths.var / "release.lock"), timeout=timeout)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise Busy(
-            f"another release or rollback holds {paths.var / 'release.lock'} "
-            f"(waited {timeout:g} s; release.lock_timeout_seconds)"
-        ) from None
-    try:
+    with exclusive(
+        paths.var / "release.lock", timeout=timeout, what="a release or rollback",
+        setting="release.lock_timeout_seconds",
+    ):  # fmt: skip
         yield
-    finally:
-        lock.release()
 
 
 def run(
@@ -110,92 +103,109 @@ def run(
     train = read_json(require(paths.models / "train.json", "train"))
     metrics = read_json(require(paths.reports / "metrics.json", "evaluate"))
     run_id = train["run_id"]
-    with locked(paths, policy.lock_timeout_seconds):
+    with locked(paths, policy.lock_timeout_seconds), journal.intent(paths, "release") as entry:
         _step("lock")
         client = registry.connect(paths)
-        registry.ensure_model(client, name)
-        repaired = registry.reconcile(client, name)
-        for line in repaired:
-            log.warning("repaired: %s", line)
-        before = registry.champion(client, name)
-        was = registry.number(before)
-        unfinished = (registry.PENDING, registry.ABANDONED)
-        decided = [
-            v
-            for v in registry.versions_of_run(client, name, run_id)
-            if v.tags.get("decision") not in unfinished
-        ]
-        if decided and not force:
-            latest = max(decided, key=lambda v: int(v.version))
-            return Outcome(
-                latest.tags["decision"],
-                [f"this training (run {run_id}) was already judged as version {latest.version}: "
-                 "train a new candidate, or use --force"],
-                str(latest.version), was, was, repaired=repaired,
-            )  # fmt: skip
+        repaired = recovery.recover(paths, name, client)
+        outcome = _judge(params, paths, client, train, metrics, force, reason, flow_run_id, entry)
+        outcome.repaired = repaired + outcome.repaired
+    write_json(paths.judged, {"run_id": run_id, "version": outcome.version,
+                              "decision": outcome.decision})  # fmt: skip
+    return outcome
 
-        _step("package")
-        test = scored_test_rows(paths)
-        packaged = _package(paths, params, metrics["threshold"], test)
-        size = size_mb(packaged)
-        artifact_path = f"release/{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
-        client.log_artifacts(run_id, str(packaged), artifact_path)
 
-        _step("register")
-        source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        version = client.create_model_version(
-            name, source, run_id=run_id, tags={"decision": registry.PENDING}
-        ).version
-        version = str(version)
-
-        _step("smoke")
-        try:
-            smoke = _smoke_test(paths, params, f"models:/{name}/{version}", test)
-        except StepError as exc:
-            client.set_model_version_tag(name, version, "decision", REJECTED)
-            client.set_model_version_tag(name, version, "reasons", registry.clip([str(exc)]))
-            return Outcome(REJECTED, [str(exc)], version, was, was, repaired=repaired)
-
-        _step("gate")
-        evidence = _evidence(params, metrics, smoke, size, before, test)
-        decision = decide(evidence, policy, force=force)
-        _tag_version(
-            client, params, version, run_id, train, decision, evidence, smoke, reason, flow_run_id
-        )
-        client.update_model_version(
-            name,
-            version,
-            description=model_card(version, train, evidence, decision, metrics, params),
-        )
-        compared = {  # the candidate on its whole test window, then both on the same rows
-            "candidate": _short(evidence.candidate),
-            "champion (same rows)": _short(evidence.champion),
-            "candidate (same rows)": _short(evidence.candidate_on_shared_rows),
-        }
-        if not decision.moves_champion:
-            return Outcome(
-                decision.decision, decision.reasons, version, was, was,
-                repaired=repaired, compared=compared,
-            )  # fmt: skip
-
-        _step("promote")
-        why = reason if force else "; ".join(decision.reasons)
-        registry.move_champion(
-            client, name, version,
-            {"action": "release", "forced": force, "reason": why, "run_id": run_id,
-             "flow_run_id": flow_run_id},
-            after_move=lambda: _step("record"),
-        )  # fmt: skip
+def _judge(
+    params: Params,
+    paths: Paths,
+    client: Any,
+    train: dict[str, Any],
+    metrics: dict[str, Any],
+    force: bool,
+    reason: str,
+    flow_run_id: str | None,
+    entry: journal.Intent,
+) -> Outcome:
+    """Steps 3-7 for the candidate of `train`, under the release lock."""
+    policy, name, run_id = params.release, params.release.model_name, train["run_id"]
+    before = registry.champion(client, name)
+    was = registry.number(before)
+    unfinished = (registry.PENDING, registry.ABANDONED)
+    decided = [
+        v
+        for v in registry.versions_of_run(client, name, run_id)
+        if v.tags.get("decision") not in unfinished
+    ]
+    if decided and not force:
+        latest = max(decided, key=lambda v: int(v.version))
         return Outcome(
-            decision.decision,
-            decision.reasons,
-            version,
-            was,
-            version,
-            forced=force,
-            repaired=repaired,
+            latest.tags["decision"],
+            [f"this training (run {run_id}) was already judged as version {latest.version}: "
+             "train a new candidate, or use --force"],
+            str(latest.version), was, was,
+        )  # fmt: skip
+
+    _step("package")
+    test = scored_test_rows(paths)
+    packaged = _package(paths, params, metrics["threshold"], test)
+    size = size_mb(packaged)
+    artifact_path = f"release/{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    client.log_artifacts(run_id, str(packaged), artifact_path)
+
+    _step("register")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(
+        name, source, run_id=run_id, tags={"decision": registry.PENDING}
+    ).version
+    version = str(version)
+    entry.note(version=version)
+
+    _step("smoke")
+    try:
+        smoke = _smoke_test(paths, params, f"models:/{name}/{version}", test)
+    except StepError as exc:
+        client.set_model_version_tag(name, version, "decision", REJECTED)
+        client.set_model_version_tag(name, version, "reasons", registry.clip([str(exc)]))
+        return Outcome(REJECTED, [str(exc)], version, was, was)
+
+    _step("gate")
+    evidence = _evidence(params, metrics, smoke, size, before, test)
+    decision = decide(evidence, policy, force=force)
+    _tag_version(
+        client, params, version, run_id, train, decision, evidence, smoke, reason, flow_run_id
+    )
+    client.update_model_version(
+        name,
+        version,
+        description=model_card(version, train, evidence, decision, metrics, params),
+    )
+    compared = {  # the candidate on its whole test window, then both on the same rows
+        "candidate": _short(evidence.candidate),
+        "champion (same rows)": _short(evidence.champion),
+        "candidate (same rows)": _short(evidence.candidate_on_shared_rows),
+    }
+    if not decision.moves_champion:
+        return Outcome(
+            decision.decision, decision.reasons, version, was, was,
             compared=compared,
-        )
+        )  # fmt: skip
+
+    _step("promote")
+    why = reason if force else "; ".join(decision.reasons)
+    registry.move_champion(
+        client, name, version,
+        {"action": "release", "forced": force, "reason": why, "run_id": run_id,
+         "flow_run_id": flow_run_id},
+        after_move=lambda: _step("record"),
+    )  # fmt: skip
+    return Outcome(
+        decision.decision,
+        decision.reasons,
+        version,
+        was,
+        version,
+        forced=force,
+        compared=compared,
+    )
 
 
 def rollback(params: Params, paths: Paths, reason: str, to: str | None = None) -> dict[str, Any]:
@@ -270,11 +280,19 @@ def _smoke_test(paths: Paths, params: Params, uri: str, test: pd.DataFrame) -> d
     sample.to_parquet(work / "rows.parquet")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(paths),
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "tasks.smoke", uri, str(work / "rows.parquet"),
-         str(work / "result.json"), "--samples", str(params.release.latency_samples)],
-        cwd=paths.root, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    cfg = params.release
+    argv = [sys.executable, "-m", "tasks.smoke", uri, str(work / "rows.parquet"),
+            str(work / "result.json"), "--samples", str(cfg.latency_samples),
+            "--rounds", str(cfg.latency_rounds),
+            "--tolerance", str(cfg.smoke_tolerance)]  # fmt: skip
+    try:
+        # Guarded: the smoke process never outlives this one, and past the limit it stops.
+        done = run_guarded(argv, timeout=cfg.smoke_timeout_seconds, cwd=paths.root, env=env)
+    except subprocess.TimeoutExpired:
+        raise StepError(
+            f"the smoke test did not finish within {cfg.smoke_timeout_seconds:g} s "
+            "(release.smoke_timeout_seconds); it was stopped"
+        ) from None
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         raise StepError(lines[-1] if lines else f"smoke test exited {done.returncode}")

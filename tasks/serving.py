@@ -34,7 +34,7 @@ def score_rows(
     """probability (float64) and warn (probability >= threshold) for each raw joined row."""
     import torch
 
-    codes, numeric = encoders.transform(conform(rows))
+    codes, numeric = encoders.transform(rows)
     proba = model.predict_proba(torch.from_numpy(codes), torch.from_numpy(numeric)).numpy()
     proba = proba.astype(np.float64)
     return pd.DataFrame({"probability": proba, "warn": proba >= threshold}, index=rows.index)

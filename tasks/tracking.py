@@ -39,16 +39,90 @@ def safe_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def prepare(paths: Paths) -> str:
+    """Point MLflow at the store, bounding how long its calls may take, and check that a
+    tracking server answers: a clear error naming it (password masked) instead of
+    minutes of retries and a traceback. Returns the tracking URI."""
+    import mlflow
+
+    from tasks.config import load_params
+
+    cfg = load_params(paths.params).tracking
+    # MLflow's own defaults retry a dead server for minutes (7 retries, 120 s each).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.request_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.request_timeout_seconds)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    uri = tracking_uri(paths)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, cfg.connect_timeout_seconds, cfg.connect_attempts)
+    else:
+        (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_server(uri: str, timeout: float, attempts: int) -> None:
+    """Raise StepError unless the tracking server at `uri` answers its health check."""
+    import time
+
+    import httpx
+
+    from tasks.cli_support import StepError
+
+    parts = urlsplit(uri)
+    auth = (parts.username or "", parts.password or "") if parts.password else None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    problem = ""
+    for attempt in range(attempts):
+        try:
+            answer = httpx.get(f"{bare.rstrip('/')}/health", auth=auth, timeout=timeout)
+        except httpx.HTTPError as exc:
+            problem = type(exc).__name__
+        else:
+            if answer.status_code < 400:
+                return
+            problem = f"HTTP {answer.status_code}"
+            if answer.status_code in (401, 403):
+                break  # asking again with the same credentials will not help
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    raise StepError(
+        f"the MLflow tracking server at {safe_uri(uri)} does not answer ({problem}; "
+        f"{attempts} attempt(s) of {timeout:g} s: tracking.connect_timeout_seconds, "
+        "tracking.connect_attempts); check MLFLOW_TRACKING_URI"
+    )
+
+
+def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
+    """Why the tracking store cannot be used, in one line that names it and a way out."""
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+    detail = (str(cause).strip().splitlines() or [""])[0][:200]
+    what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    if uses_server():
+        return (f"the MLflow tracking server at {safe_uri(uri)} cannot be used ({what}); "
+                "nothing was changed")  # fmt: skip
+    store = paths.var / "mlflow" / "mlflow.db"
+    return (
+        f"the local MLflow store {store} cannot be read ({what}); nothing was changed. "
+        f"Restore it from a backup, or move it aside (mv {store} {store}.bad) and the next "
+        "run starts a new store (its runs and registry then live only in the moved file)"
+    )
+
+
 def start(paths: Paths, name: str = EXPERIMENT) -> str:
     """Point MLflow at the store and return the experiment id (created if needed)."""
     import mlflow
 
     # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
     local = not uses_server()
-    (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(paths))
-    client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(name)
+    uri = prepare(paths)
+    try:
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(name)
+    except Exception as exc:  # a dead server or a corrupt store: one line, not a traceback
+        from tasks.cli_support import StepError
+
+        raise StepError(store_problem(paths, uri, exc)) from None
     if found is not None:
         return str(found.experiment_id)
     # The local store keeps artifacts beside it under var/ (MLflow's default is ./mlruns);

@@ -79,7 +79,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from tasks import tracking
+    from tasks import journal, recovery, tracking
     from tasks.model import save_checkpoint
     from tasks.training import FitSettings, fit, positive_weight
 
@@ -93,8 +93,14 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
     experiment = tracking.start(paths)
     client = mlflow.MlflowClient()
-    with mlflow.start_run(experiment_id=experiment) as active:
+    recovery.end_orphaned_runs(client, paths)  # earlier trainings that were killed
+    with (
+        journal.intent(paths, "training") as entry,
+        mlflow.start_run(experiment_id=experiment, tags=recovery.process_tags()) as active,
+        recovery.ended_if_stopped(client, active.info.run_id),
+    ):
         run_id = active.info.run_id
+        entry.note(mlflow_run_id=run_id)
         mlflow.log_params(
             tracking.flatten(
                 {"train": cfg.model_dump(), "featurize": params.featurize.model_dump()}

@@ -14,6 +14,9 @@ when every source passed, so a failed run leaves the previous version in place.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import json
 import logging
 import shutil
 from collections import Counter
@@ -24,11 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow.parquet as pq
 
 from tasks.cli_support import StepError
 from tasks.config import Params, Source, ValidateParams, load_params
-from tasks.io import replace_dir, write_json, write_parquet
+from tasks.io import read_json, replace_dir, write_json, write_parquet
+from tasks.partitions import INVALID, META_PREFIX
 from tasks.paths import Paths
 from tasks.schemas import PANDAS_DTYPES, SCHEMAS, References, Schema, to_pandera
 
@@ -50,23 +53,41 @@ class Checked:
 # --- pure steps ---------------------------------------------------------------------------
 
 
-def check_columns(source: str, schema: Schema, frame: pd.DataFrame) -> None:
-    """Fail, naming the column, when a source's columns are not the schema's."""
-    expected, found = set(schema.fields), set(frame.columns)
-    missing, extra = sorted(expected - found), sorted(found - expected)
-    if missing and extra:
-        raise StepError(
-            f"{source}: schema changed: column(s) {', '.join(map(repr, missing))} missing and "
-            f"{', '.join(map(repr, extra))} new (renamed?)"
-        )
+def column_changes(schema: Schema, columns: list[str]) -> str | None:
+    """What differs between the schema's columns and `columns`, in words; None if nothing.
+    Columns collect adds (META_PREFIX) are not the source's and do not count."""
+    expected = set(schema.fields)
+    found = {c for c in columns if not c.startswith(META_PREFIX)}
+    missing, new = sorted(expected - found), sorted(found - expected)
+    gone, added = ", ".join(map(repr, missing)), ", ".join(map(repr, new))
+    if missing and new:
+        return f"column(s) {gone} missing and {added} new (renamed?)"
     if missing:
-        raise StepError(
-            f"{source}: schema changed: column(s) {', '.join(map(repr, missing))} missing"
-        )
-    if extra:
-        raise StepError(
-            f"{source}: schema changed: unexpected column(s) {', '.join(map(repr, extra))}"
-        )
+        return f"column(s) {gone} missing"
+    return f"unexpected column(s) {added}" if new else None
+
+
+def check_files(source: str, schema: Schema, files_seen: dict[str, dict[str, Any]]) -> None:
+    """Fail, naming the files and their columns, when dropped files do not have the
+    schema's columns (what collect recorded of each file in the manifest)."""
+    changed = {
+        name: change
+        for name, info in sorted(files_seen.items())
+        if "columns" in info and (change := column_changes(schema, info["columns"]))
+    }
+    if changed:
+        shown = [f"{name}: {change}" for name, change in list(changed.items())[:5]]
+        more = f"; and {len(changed) - 5} more file(s)" if len(changed) > 5 else ""
+        raise StepError(f"{source}: schema changed in {len(changed)} file(s): "
+                        f"{'; '.join(shown)}{more}")  # fmt: skip
+
+
+def check_columns(source: str, schema: Schema, frame: pd.DataFrame, where: str = "") -> None:
+    """Fail, naming the column (and `where`: the partition), when a source's columns are
+    not the schema's."""
+    change = column_changes(schema, list(frame.columns))
+    if change:
+        raise StepError(f"{source}: schema changed{f' in {where}' if where else ''}: {change}")
     for name, spec in schema.fields.items():
         if not _compatible(spec.kind, frame[name]):
             raise StepError(
@@ -107,7 +128,18 @@ def parse(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[int, 
         for row in frame.index[bad]:
             failures.setdefault(row, []).append(f"{name}: {PARSE_ERRORS[spec.kind]}")
         typed[name] = value.astype(PANDAS_DTYPES[spec.kind])
+    for row, cells in _invalid_cells(frame).items():
+        for name in cells:  # the source had a value that did not fit the column's type
+            kind = schema.fields[name].kind if name in schema.fields else "value"
+            failures.setdefault(row, []).append(f"{name}: {PARSE_ERRORS.get(kind, 'invalid')}")
     return pd.DataFrame(typed, index=frame.index), failures
+
+
+def _invalid_cells(frame: pd.DataFrame) -> dict[Any, dict[str, str]]:
+    """Per row, the raw text of the values its source could not store in their type."""
+    if INVALID not in frame.columns:
+        return {}
+    return {row: json.loads(text) for row, text in frame[INVALID].dropna().items()}
 
 
 def find_failures(
@@ -203,13 +235,16 @@ def validate_source(
     staged: Paths,
     cfg: ValidateParams,
     now: dt.datetime,
+    collected: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Validate every raw partition of one source into the staging folders.
 
-    Returns the source's report entry, and its valid rows when it is a snapshot
-    (reference data that later sources are checked against).
+    `collected`: the source's manifest entry; its partitions are validated, each checked
+    first against the SHA-256 collect recorded. Returns the source's report entry, and
+    its valid rows when it is a snapshot (reference data later sources are checked against).
     """
     schema = _schema_of(source, refs)
+    check_files(name, schema, collected.get("files_seen", {}))
     missing = [ref for ref in schema.needs if not (staged.validated / ref).exists()]
     if missing:
         raise StepError(
@@ -217,15 +252,16 @@ def validate_source(
         )
     checks = to_pandera(schema, source.key)
     skew = dt.timedelta(hours=cfg.max_clock_skew_hours)
-    partitions = sorted((paths.raw / name).glob("*.parquet"))
+    recorded = collected.get("partitions", {})
+    partitions = [paths.raw / name / part for part in sorted(recorded)]
     (staged.validated / name).mkdir(parents=True, exist_ok=True)
     rows_in = rows_out = 0
     reasons: Counter[str] = Counter()
     valid = pd.DataFrame()
-    for batch in _batches(partitions, cfg.batch_rows):
-        frames = [pd.read_parquet(p) for p in batch]
-        for frame in frames:
-            check_columns(name, schema, frame)
+    for batch in _batches(partitions, {p: e["rows"] for p, e in recorded.items()}, cfg.batch_rows):
+        frames = [read_verified(p, recorded[p.name]["sha256"]) for p in batch]
+        for part, frame in zip(batch, frames, strict=True):
+            check_columns(name, schema, frame, where=part.name)
         raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         checked = check_frame(raw, schema, source.key, now, skew, checks)
         # Split the batch back into its partitions, in the same order as the input rows.
@@ -261,13 +297,31 @@ def validate_source(
     return entry, (valid if source.partition_by is None else None)
 
 
-def _batches(partitions: list[Path], max_rows: int) -> list[list[Path]]:
+def read_verified(path: Path, sha256: str) -> pd.DataFrame:
+    """A raw partition, after checking that it is what collect recorded; a clear error
+    naming it, and how to repair it, when it is missing or altered."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StepError(
+            f"{path} is missing (the manifest lists it): run collect, which restores it from "
+            "the DVC cache or the source (`dvc repro collect`, or `plumber run`)"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise StepError(
+            f"{path} was altered since collect wrote it (its SHA-256 differs from the "
+            "manifest's): run collect, which restores it from the DVC cache or the source"
+        )
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _batches(partitions: list[Path], rows_of: dict[str, int], max_rows: int) -> list[list[Path]]:
     """Whole partitions grouped so a batch holds about max_rows rows (at least one partition)."""
     batches: list[list[Path]] = []
     current: list[Path] = []
     size = 0
     for part in partitions:
-        rows = pq.ParquetFile(part).metadata.num_rows
+        rows = rows_of[part.name]
         if current and size + rows > max_rows:
             batches.append(current)
             current, size = [], 0
@@ -290,11 +344,15 @@ def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[st
     staged.quarantine.mkdir(parents=True)
     report: dict[str, Any] = {}
     references: dict[str, pd.DataFrame] = {}
+    collected = read_json(paths.manifest, default={}).get("sources", {})
     try:
         for name in reference_first(sources):
+            if name not in collected:
+                raise StepError(f"{name}: not collected yet (no entry in {paths.manifest}): "
+                                "run the collect stage first")  # fmt: skip
             refs = reference_codes(references, cfg.extra_airport_codes)
             report[name], snapshot = validate_source(
-                name, sources[name], refs, paths, staged, cfg, now
+                name, sources[name], refs, paths, staged, cfg, now, collected[name]
             )
             if snapshot is not None:
                 references[name] = snapshot

@@ -13,6 +13,9 @@ from tasks.config import load_params
 from tasks.paths import Paths
 from tests.factories import MiniProject
 
+# Log lines of tasks.* outside a flow run stay local (as `plumber` sets it), in every test.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

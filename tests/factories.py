@@ -228,6 +228,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def stop_local_server(root: Path) -> None:
+    """Stop the local Prefect server a test's `plumber run` started in its copy."""
+    from flows import local_server
+    from tasks.paths import Paths
+
+    local_server.stop(Paths.at(root))
+
+
 def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:
     """A few demo days: one for test, one for valid, the rest to train on; a short training."""
     params = yaml.safe_load((root / "params.yaml").read_text())

@@ -181,7 +181,7 @@ def test_watermark_does_not_move_past_unwritten_data(project: MiniProject, monke
     def fail_while_writing(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(collect, "_merge_days", fail_while_writing)
+    monkeypatch.setattr(collect.Merge, "days", fail_while_writing)
     with pytest.raises(OSError, match="disk full"):
         run(project)
     assert read_json(project.root / "data/raw/manifest.json") == before

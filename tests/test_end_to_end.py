@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tasks.demo.api import make_server
-from tests.factories import copy_repo, small_demo_params
+from tests.factories import copy_repo, small_demo_params, stop_local_server
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield dest
     api.shutdown()
     api.server_close()
+    stop_local_server(dest)
 
 
 def status(repo: Path) -> dict:
@@ -109,12 +110,16 @@ def test_rerun_without_new_data_skips_everything_after_collect(repo: Path) -> No
     assert status(repo)["last_run"]["retrain"] is False
 
 
-def test_force_retrains_and_the_same_candidate_is_not_released_twice(repo: Path) -> None:
+def test_force_retrains_and_judges_the_new_candidate(repo: Path) -> None:
     out = sh(repo, "plumber", "run", "--force").stdout
     assert "retrain: forced: plumber run --force" in out
-    # Nothing changed, so DVC keeps the (bit-identical) model; the release knows it.
-    assert "train       skipped (unchanged)" in out
-    assert "already judged as version 1" in out
+    # Nothing changed upstream, yet --force retrains: DVC runs the stages again...
+    for stage in ("featurize", "train", "evaluate"):
+        assert f"{stage:<12}ran" in out, out
+    # ... and the new training is a new candidate, judged as a version of its own.
+    assert "candidate version 2" in out
+    again = sh(repo, "plumber", "run").stdout  # nothing new: no retrain, nothing to judge
+    assert "no retrain needed" in again and "decision:" not in again
 
 
 def test_two_runs_and_a_dvc_repro_at_once_take_turns(repo: Path) -> None:

@@ -82,7 +82,12 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     assert {s["stage"]: s["outcome"] for s in report["stages"]} == dict.fromkeys(
         ["collect", "validate", "featurize", "train", "evaluate", "release"], "ran"
     )
-    assert report["retrain"] == {"retrain": True, "reason": "no trained model yet"}
+    assert report["retrain"] == {
+        "retrain": True,
+        "reason": "no trained model yet",
+        "forced": False,
+        "judge": False,
+    }
     assert report["release"]["decision"] == "released"
     assert report["rows"]["collected"]["flights"] == 842 + 943 + 914
     assert set(tasks.values()) == {"Completed"} and "release" in tasks

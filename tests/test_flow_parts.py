@@ -178,7 +178,28 @@ def test_the_failure_message_is_the_stages_own_error_line() -> None:
         "failed to reproduce 'collect'"
     )
     assert last_error(["Traceback ...", "KeyError: 'x'"]) == "KeyError: 'x'"
-    assert last_error([]) is None
+    assert last_error(["stopped: SIGTERM received before the step finished"]) == (
+        "SIGTERM received before the step finished"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "says"),
+    [
+        # A stage stopped mid-way: its last log line is not a reason.
+        (["INFO tasks.train: epoch 5: loss 0.51"], -9,
+         "it was killed by SIGKILL (exit -9), without an error line"),
+        (["INFO tasks.train: epoch 5: loss 0.51"], 128 + 15,
+         "it was killed by SIGTERM (exit 143), without an error line"),
+        (["INFO tasks.train: epoch 5"], 3, "it exited 3 without an error line"),
+        (["INFO tasks.train: epoch 5",
+          "ERROR: failed to reproduce 'train': failed to run: python -m tasks.train, exited with -9"],
+         1, "its command was killed by SIGKILL (failed to reproduce 'train'"),
+        ([], None, "it ended without an error line"),
+    ],
+)  # fmt: skip
+def test_a_stage_without_its_own_error_line_is_named_by_how_it_ended(lines, code, says) -> None:
+    assert last_error(lines, code).startswith(says)
 
 
 def test_a_bad_set_is_exit_2_before_the_flow_starts(tmp_path: Path, capsys) -> None:

@@ -190,7 +190,9 @@ def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkey
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(StepError, match="registry at http://user:\\*\\*\\*@127.0.0.1") as err:
+    with pytest.raises(
+        StepError, match="tracking server at http://user:\\*\\*\\*@127.0.0.1"
+    ) as err:
         release.run(params, paths)
     assert "s3cret" not in str(err.value)
     assert not (paths.var / "release" / "model").exists()
@@ -203,7 +205,7 @@ def test_lock_held_elsewhere_names_the_lock(project) -> None:
     quick = params.model_copy(
         update={"release": params.release.model_copy(update={"lock_timeout_seconds": 0.2})}
     )
-    holds = "another release or rollback holds .*release.lock"
+    holds = r"holds .*release.lock; waited 0.2 s \(release.lock_timeout_seconds\)"
     with FileLock(str(paths.var / "release.lock")), pytest.raises(StepError, match=holds):
         release.run(quick, paths)
 

@@ -143,8 +143,8 @@ def renamed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 FILE_CORPUS = {
-    "missing column": (lambda f: f.drop(columns=["humid"]), "weather: schema changed: column(s) 'humid' missing"),
-    "extra column": (lambda f: f.assign(snow="0"), "weather: schema changed: unexpected column(s) 'snow'"),
+    "missing column": (lambda f: f.drop(columns=["humid"]), "weather: schema changed in 1 file(s): weather_2013-03-01.csv: column(s) 'humid' missing"),
+    "extra column": (lambda f: f.assign(snow="0"), "weather: schema changed in 1 file(s): weather_2013-03-01.csv: unexpected column(s) 'snow'"),
     "renamed column": (renamed, "column(s) 'temp' missing and 'temperature' new (renamed?)"),
 }  # fmt: skip
 

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import sqlalchemy as sa
 
+from tasks.demo import DemoError
 from tasks.io import atomic_path, read_json, write_json
 from tasks.sources.sql import safe_url
 
@@ -37,10 +38,6 @@ FIRST_DAY = dt.date(2013, 1, 1)
 LAST_DAY = dt.date(2013, 12, 31)
 DEFAULT_NOW = dt.date(2013, 7, 1)
 REFERENCE_FILES = ("planes.csv", "airports.csv", "airlines.csv")
-
-
-class DemoError(Exception):
-    """The demo upstream cannot do what was asked."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ A connector knows how to talk to its system (SQL, a folder of files, an HTTP API
 nothing about partitions, manifests or watermark bookkeeping: that is collect's job.
 """
 
+# A connector that receives a value which does not fit its column's declared type (SQLite
+# keeps text in a REAL column) does not stop: the value becomes null in its typed column,
+# and this column holds the raw text as JSON {column: text}; validate quarantines the row
+# with a reason naming the column.
+INVALID = "_invalid"
+
 
 class SourceError(Exception):
     """An upstream system could not be read; the message names the source and the problem."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tasks.config import SqlSource
-from tasks.sources import SourceError
+from tasks.sources import INVALID, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,21 @@ def safe_url(url: str) -> str:
 
 
 def read_sql(
-    name: str, source: SqlSource, *, since: Any, chunk_rows: int, root: Path | None = None
+    name: str,
+    source: SqlSource,
+    *,
+    since: Any,
+    chunk_rows: int,
+    root: Path | None = None,
+    spans: list[tuple[dt.datetime, dt.datetime]] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield the rows whose watermark is at or past ``since``, in the database's order.
 
     ``>=`` rather than ``>``: rows committed later with the same watermark value as the
     last ones seen are not lost; collect drops the re-read duplicates.
+
+    ``spans``: instead, the rows whose partition column falls in one of these [start, end)
+    ranges (naive UTC): the days of partitions that were lost, read again.
     """
     url = source.resolve_url(root)
     engine = sa.create_engine(url)
@@ -40,7 +50,7 @@ def read_sql(
         # stream_results: a server-side cursor where the driver has one, so memory
         # holds one chunk, not the table.
         with engine.connect().execution_options(stream_results=True) as conn:
-            stmt, declared = _select(source, conn, since)
+            stmt, declared = _select(source, conn, since, spans)
             for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
                 if len(chunk):  # pandas yields one empty frame when nothing matched
                     yield with_declared_types(chunk, declared)
@@ -63,17 +73,40 @@ def with_declared_types(chunk: pd.DataFrame, declared: dict[str, str]) -> pd.Dat
     pandas infers a chunk's types from its values: an integer column holding one NULL
     becomes float, an all-NULL column becomes object. The declared types make every
     chunk, and so every partition, typed alike. A value that does not fit its declared
-    type (SQLite allows text in an INTEGER column) leaves that column as inferred, for
-    validate to reject the bad cells.
+    type (SQLite allows text in a REAL column) becomes null there, and its raw text goes
+    to the INVALID column, for validate to quarantine that row naming the column.
     """
-    casts = {}
+    casts: dict[str, pd.Series] = {}
+    invalid: dict[Any, dict[str, str]] = {}
     for column, dtype in declared.items():
         if column in chunk.columns and str(chunk[column].dtype) != dtype:
             try:
                 casts[column] = chunk[column].astype(dtype)
             except (TypeError, ValueError):
-                continue
-    return chunk.assign(**casts) if casts else chunk
+                casts[column] = _coerce(chunk[column], dtype)
+                bad = chunk[column].notna() & casts[column].isna()
+                for row in chunk.index[bad]:
+                    invalid.setdefault(row, {})[column] = str(chunk.at[row, column])
+    typed = chunk.assign(**casts) if casts else chunk
+    if invalid:
+        raw = [
+            json.dumps(invalid[i], sort_keys=True) if i in invalid else None for i in typed.index
+        ]
+        typed = typed.assign(**{INVALID: raw})
+    return typed
+
+
+def _coerce(values: pd.Series, dtype: str) -> pd.Series:
+    """The column in `dtype`, values that do not fit it null."""
+    if dtype.startswith("datetime64"):
+        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+        return stamps.dt.tz_localize(None).astype(dtype)
+    numbers = pd.to_numeric(values, errors="coerce")
+    if dtype == "Int64":
+        numbers = numbers.where(numbers % 1 == 0)
+    if dtype == "boolean":
+        return numbers.where(numbers.isin([0, 1])).astype("boolean")
+    return numbers.astype(dtype)
 
 
 def _declared(table: sa.Table) -> dict[str, str]:
@@ -90,7 +123,12 @@ def _declared(table: sa.Table) -> dict[str, str]:
     return declared
 
 
-def _select(source: SqlSource, conn: sa.Connection, since: Any) -> tuple[sa.Select, dict[str, str]]:
+def _select(
+    source: SqlSource,
+    conn: sa.Connection,
+    since: Any,
+    spans: list[tuple[dt.datetime, dt.datetime]] | None = None,
+) -> tuple[sa.Select, dict[str, str]]:
     """The query, and the declared column types (none for a free-form query)."""
     assert source.watermark is not None
     declared: dict[str, str] = {}
@@ -104,6 +142,9 @@ def _select(source: SqlSource, conn: sa.Connection, since: Any) -> tuple[sa.Sele
         mark: Any = table.c[source.watermark]
         if since is not None:  # binds with the column's own type
             stmt = stmt.where(mark >= watermark_value(since))
+        if spans and source.partition_by:
+            column = table.c[source.partition_by]
+            stmt = stmt.where(sa.or_(*((column >= a) & (column < b) for a, b in spans)))
     else:
         stmt = sa.select(sa.literal_column("*")).select_from(sa.text(f"({source.query}) AS src"))
         mark = sa.literal_column(f"src.{source.watermark}")
@@ -111,6 +152,13 @@ def _select(source: SqlSource, conn: sa.Connection, since: Any) -> tuple[sa.Sele
             value = watermark_value(since)
             kind = sa.DateTime() if isinstance(value, dt.datetime) else None
             stmt = stmt.where(mark >= sa.bindparam("since", value, type_=kind))
+        if spans and source.partition_by:
+            day: Any = sa.literal_column(f"src.{source.partition_by}")
+            stmt = stmt.where(sa.or_(*(
+                (day >= sa.bindparam(f"a{i}", a, type_=sa.DateTime()))
+                & (day < sa.bindparam(f"b{i}", b, type_=sa.DateTime()))
+                for i, (a, b) in enumerate(spans)
+            )))  # fmt: skip
     # No ORDER BY: collect orders each partition canonically and moves the watermark
     # only after the whole pull is written, so arrival order changes no byte, and
     # sorting the table would cost the database more than the pull itself.

@@ -1,0 +1,320 @@
+"""The local Prefect server: started once under var/, reused by every run, stopped cleanly.
+
+Without `PREFECT_API_URL`, Prefect starts a temporary API server for every flow run: about
+10 s of a run with nothing to do, and under load it failed to answer within Prefect's 20 s
+start-up limit. Prefect recommends a long-lived server instead, and this is one, run for
+the user:
+
+    var/prefect-server/server.json   supervisor pid, port, URL, start time, idle limit
+    var/prefect-server/server.log    the server's own output
+    var/prefect-server/prefect.db    its database (flow runs, logs, artifacts)
+
+`plumber run` and `plumber serve` call `ensure()`: a server that answers is reused; none
+is started in the background, and its start is waited for as long as its process lives
+(up to `flow.server.start_timeout_seconds`, a bound for a wedged start, not a timer a busy
+machine trips over). Started that way it stops by itself after `flow.server.idle_minutes`
+with no run holding the repository; `plumber server start` starts one that stays until
+`plumber server stop`.
+
+The supervisor (`python -m flows.local_server`) runs `prefect server start` as its child,
+tied to it (PR_SET_PDEATHSIG: the supervisor is single-threaded, so the signal fires when
+it dies), so stopping or killing the supervisor never leaves the server behind.
+
+History stays bounded: after each run the flow runs beyond the newest `keep_runs` are
+deleted, and Prefect's own vacuum service removes their logs and artifacts and runs older
+than `retention_days`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tasks.cli_support import StepError
+from tasks.config import ServerParams
+from tasks.io import write_json
+from tasks.paths import Paths
+
+HOST = "127.0.0.1"
+STATE = "server.json"
+
+
+class ServerError(StepError):
+    """The local Prefect server could not be started or reached."""
+
+
+def folder(paths: Paths) -> Path:
+    return paths.var / "prefect-server"
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    try:
+        state = json.loads((folder(paths) / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and pid_alive(state.get("pid")) else None
+
+
+def ensure(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
+    """The API URL of a running local server, started (idle-stopping) if there is none."""
+    return _start_or_reuse(paths, cfg, say, idle_minutes=cfg.idle_minutes)
+
+
+def start(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
+    """`plumber server start`: a server that stays until `plumber server stop`."""
+    return _start_or_reuse(paths, cfg, say, idle_minutes=0)
+
+
+def _start_or_reuse(
+    paths: Paths, cfg: ServerParams, say: Callable[[str], None], idle_minutes: float
+) -> str:
+    from filelock import FileLock
+
+    home = folder(paths)
+    home.mkdir(parents=True, exist_ok=True)
+    # Two commands starting at once: one starts the server, the other waits and reuses it.
+    with FileLock(str(home / "start.lock")):
+        state = read_state(paths)
+        if state is None:
+            state = _launch(paths, cfg, idle_minutes)
+            say(
+                f"starting the local Prefect server on {state['url']} (state in {home}; "
+                f"`plumber server stop` stops it)"
+            )
+        elif idle_minutes == 0 and state.get("idle_minutes"):
+            state["idle_minutes"] = 0  # asked to stay: the supervisor rereads this file
+            write_json(home / STATE, state)
+        touch(paths)
+        wait_ready(state, cfg.start_timeout_seconds, say, home / "server.log")
+    return api_url(state)
+
+
+def api_url(state: dict[str, Any]) -> str:
+    return f"{state['url']}/api"
+
+
+def touch(paths: Paths) -> None:
+    """Mark the server as in use now (the idle clock starts again)."""
+    marker = folder(paths) / "last_used"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _launch(paths: Paths, cfg: ServerParams, idle_minutes: float) -> dict[str, Any]:
+    home = folder(paths)
+    port = cfg.port if port_free(cfg.port) else free_port()
+    log = (home / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.local_server", str(paths.root), str(port)],
+        cwd=paths.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        env=server_env(home, cfg), start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "url": f"http://{HOST}:{port}",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "idle_minutes": idle_minutes,
+    }
+    write_json(home / STATE, state)
+    return state
+
+
+def server_env(home: Path, cfg: ServerParams) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    retention = str(int(cfg.retention_days * 86400))
+    return {
+        **env,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        # Prefect's own vacuum: flow runs older than the retention, then their logs and
+        # artifacts, and logs left by runs deleted for keep_runs; checked every 10 minutes.
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs,orphans",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": retention,
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": "600",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ORPHAN_CLEANUP_LOOP_SECONDS": "600",
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"P{max(1, int(cfg.retention_days))}D",
+    }
+
+
+def wait_ready(state: dict[str, Any], limit: float, say: Callable[[str], None], log: Path) -> None:
+    """Return once the server answers. Waits while its process lives: a slow start on a
+    busy machine is waited for; a dead one fails at once, naming its log."""
+    started = time.monotonic()
+    next_note = 15.0
+    while not healthy(state["url"]):
+        waited = time.monotonic() - started
+        if not pid_alive(state["pid"]):
+            raise ServerError(
+                f"the local Prefect server exited while starting ({last_line(log)}); see {log}, "
+                "then try `plumber server start`, or set PREFECT_API_URL to a Prefect server"
+            )
+        if waited > limit:
+            raise ServerError(
+                f"the local Prefect server (pid {state['pid']}) did not answer within "
+                f"{limit:g} s (flow.server.start_timeout_seconds); see {log}, or set "
+                "PREFECT_API_URL to a running Prefect server"
+            )
+        if waited >= next_note:
+            say(f"still waiting for the local Prefect server to answer ({waited:.0f} s)")
+            next_note *= 2
+        time.sleep(0.25)
+
+
+def healthy(url: str, timeout: float = 5.0) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=timeout) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def stop(paths: Paths, grace: float = 30.0) -> bool:
+    """Stop the local server (and its supervisor); False when none was running."""
+    state = read_state(paths)
+    if state is None:
+        (folder(paths) / STATE).unlink(missing_ok=True)
+        return False
+    pid = int(state["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)  # the supervisor leads its own group
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    (folder(paths) / STATE).unlink(missing_ok=True)
+    return True
+
+
+def prune_history(url: str, keep: int) -> int:
+    """Delete the flow runs beyond the newest `keep`; returns how many went."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        answer = client.post(
+            "/flow_runs/filter",
+            json={"sort": "EXPECTED_START_TIME_DESC", "offset": keep, "limit": 200},
+        )
+        answer.raise_for_status()
+        old = [run["id"] for run in answer.json()]
+        for run_id in old:
+            client.delete(f"/flow_runs/{run_id}")
+    return len(old)
+
+
+def pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not alive.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][-200:] if lines else "no output"
+
+
+# --- the supervisor (python -m flows.local_server ROOT PORT) ---------------------------------
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def supervise(root: Path, port: int) -> int:
+    paths = Paths.at(root)
+    home = folder(paths)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", HOST,
+         "--port", str(port), "--analytics-off"],
+        cwd=root, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    code = None
+    while not stopping:
+        code = server.poll()
+        if code is not None:
+            break
+        if _idle(paths, home):
+            print("plumber: idle, stopping the local Prefect server", flush=True)
+            break
+        time.sleep(1)
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    state = read_state(paths)
+    if state and state.get("pid") == os.getpid():
+        (home / STATE).unlink(missing_ok=True)
+    return int(code or 0)
+
+
+def _idle(paths: Paths, home: Path) -> bool:
+    try:
+        state = json.loads((home / STATE).read_text())
+        idle_minutes = float(state.get("idle_minutes") or 0)
+        last_used = (home / "last_used").stat().st_mtime
+    except (OSError, ValueError):
+        return False
+    if idle_minutes <= 0 or time.time() - last_used < idle_minutes * 60:
+        return False
+    from tasks.locks import is_free
+
+    return is_free(paths.var / "run.lock")  # a run in progress is not idleness
+
+
+if __name__ == "__main__":
+    raise SystemExit(supervise(Path(sys.argv[1]), int(sys.argv[2])))
