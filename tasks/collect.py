@@ -233,28 +233,33 @@ class Merge:
         """Merge the spooled rows of some days into their partitions; return their
         manifest entries (None: the partition is gone)."""
         snapshot = self.source.partition_by is None  # a snapshot is replaced, not merged
-        pieces = []
-        for day in days:
-            for path in sorted((self.spool / day).glob("*.arrow")):
-                table = feather.read_table(path)
-                pieces.append(table.append_column(DAY, pa.array([day] * table.num_rows)))
-        new = pa.concat_tables(pieces, promote_options="permissive").to_pandas() if pieces else None
         existing = {
             day: pd.read_parquet(self.out_dir / f"{day}.parquet")
             for day in days
             if not snapshot and (self.out_dir / f"{day}.parquet").exists()
         }
-        old = [
-            without_files(frame, set(self.replaced), self._columns_of_others(day)).assign(
-                **{DAY: day}
-            )
+        kept = {
+            day: without_files(frame, set(self.replaced), self._columns_of_others(day))
             for day, frame in existing.items()
-        ]
+        }
+        old = {day: frame for day, frame in kept.items() if len(frame)}
+        # Each day keeps its own columns, in its own order: merged in one pass, days would
+        # otherwise share the union of their columns, and a partition's bytes would depend
+        # on which days were merged together.
+        columns = {day: list(old[day].columns) if day in old else [] for day in days}
+        pieces = []
+        for day in days:
+            for path in sorted((self.spool / day).glob("*.arrow")):
+                table = feather.read_table(path)
+                columns[day] += [c for c in table.schema.names if c not in columns[day]]
+                pieces.append(table.append_column(DAY, pa.array([day] * table.num_rows)))
+        new = pa.concat_tables(pieces, promote_options="permissive").to_pandas() if pieces else None
+        previous = pd.concat([f.assign(**{DAY: d}) for d, f in old.items()]) if old else None
         key = [DAY, *self.source.key]
-        merged = merge_rows(pd.concat(old) if old else None, new, key, self.source.watermark)
+        merged = merge_rows(previous, new, key, self.source.watermark)
         entries: dict[str, dict[str, Any] | None] = {f"{d}.parquet": None for d in days}
         for day, rows in merged.groupby(DAY, sort=True) if DAY in merged.columns else []:
-            rows = drop_empty_meta(rows.drop(columns=DAY).reset_index(drop=True))
+            rows = drop_empty_meta(rows[columns[day]].reset_index(drop=True))
             target = self.out_dir / f"{day}.parquet"
             if day not in existing or not rows.equals(existing[day]):  # else keep bytes and mtime
                 write_parquet(target, rows)
