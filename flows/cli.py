@@ -78,11 +78,20 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
 
     # Fail fast when another run holds the repository, before starting anything.
     with run_lock(paths, params.flow.lock_timeout_seconds, say), prefect_api(paths, params):
-        from flows.pipeline import pipeline
+        from prefect.exceptions import TerminationSignal
 
-        state = pipeline(
-            root=str(paths.root), force=args.force, overrides=overrides or None, return_state=True
-        )
+        from flows.pipeline import pipeline
+        from flows.stages import signal_name
+
+        try:
+            state = pipeline(
+                root=str(paths.root), force=args.force, overrides=overrides or None,
+                return_state=True,
+            )  # fmt: skip
+        except TerminationSignal as exc:  # Prefect has recorded the run as crashed
+            say(f"stopped: {signal_name(exc.signal)} received; the run is recorded as crashed "
+                "and the next run finishes what it left")  # fmt: skip
+            return 128 + int(exc.signal)
     from flows.stages import StageFailed
 
     if not state.is_completed():
@@ -91,7 +100,9 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
             return fail("busy", getattr(error, "error", error), EXIT_BUSY)
         if isinstance(error, ConfigError):
             return fail("error", error, EXIT_USAGE)
-        return fail("error", Exception(state.message or "the flow failed"), EXIT_FAILURE)
+        if isinstance(error, StageFailed | StepError):  # its own words: "stage X failed: ..."
+            return fail("error", error, EXIT_FAILURE)
+        return fail("error", state.message or "the flow failed", EXIT_FAILURE)
     print(format_run(state.result(), paths))
     return 0
 

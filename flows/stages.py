@@ -245,7 +245,7 @@ def last_error(lines: list[str], code: int | None = None) -> str:
             signum = -int(found.group(1)) if found and int(found.group(1)) < 0 else None
             if signum:  # the stage's command was killed: say by what
                 dvc_said = line.removeprefix("ERROR: ")
-                return f"its command was killed by {_signal_name(signum)} ({dvc_said})"
+                return f"its command was killed by {signal_name(signum)} ({dvc_said})"
             return line.removeprefix("ERROR: ")
     return ended_by(code)
 
@@ -256,11 +256,11 @@ def ended_by(code: int | None) -> str:
         return "it ended without an error line"
     if code < 0 or code > 128:
         signum = -code if code < 0 else code - 128
-        return f"it was killed by {_signal_name(signum)} (exit {code}), without an error line"
+        return f"it was killed by {signal_name(signum)} (exit {code}), without an error line"
     return f"it exited {code} without an error line"
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
     except ValueError:
