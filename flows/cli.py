@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from tasks.cli_support import (
     EXIT_USAGE,
     Busy,
     StepError,
+    Stopped,
     configure_logging,
     fail,
+    raise_stopped,
 )
 from tasks.config import ConfigError, Params, load_params
 from tasks.paths import Paths
@@ -83,15 +86,19 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
         from flows.pipeline import pipeline
         from flows.stages import signal_name
 
+        # Prefect turns SIGTERM into a crashed run (its hooks record it), then sends the
+        # signal again to the handler it found: this one, which ends the command cleanly.
+        signal.signal(signal.SIGTERM, raise_stopped)
         try:
             state = pipeline(
                 root=str(paths.root), force=args.force, overrides=overrides or None,
                 return_state=True,
             )  # fmt: skip
-        except TerminationSignal as exc:  # Prefect has recorded the run as crashed
-            say(f"stopped: {signal_name(exc.signal)} received; the run is recorded as crashed "
+        except (TerminationSignal, Stopped) as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else int(exc.signal)
+            say(f"stopped: {signal_name(signum)} received; the run is recorded as crashed "
                 "and the next run finishes what it left")  # fmt: skip
-            return 128 + int(exc.signal)
+            return 128 + signum
     from flows.stages import StageFailed
 
     if not state.is_completed():
@@ -146,8 +153,8 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
         from flows.retrain import describe as describe_verdict
 
         lines.append(describe_verdict(report["retrain"]))
-        if not report["retrain"]["retrain"]:
-            return "\n".join(lines)
+    if not report["release"]:  # no retrain, and no candidate waiting for its release
+        return "\n".join(lines)
     metrics = paths.reports / "metrics.json"
     if metrics.exists():
         from tasks.evaluate import summary

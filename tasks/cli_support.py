@@ -44,7 +44,11 @@ class Stopped(BaseException):
         super().__init__(f"{signal.Signals(signum).name} received")
 
 
-def _raise_stopped(signum: int, frame: object) -> None:
+def raise_stopped(signum: int, frame: object) -> None:
+    """A signal handler: SIGTERM becomes Stopped, raised where the process is. Later ones
+    are ignored, so the clean-up the first one started is not cut short (a process group
+    often gets it twice: from the flow and from the stage's guard); SIGKILL still ends it."""
+    signal.signal(signum, signal.SIG_IGN)
     raise Stopped(signum)
 
 
@@ -89,7 +93,7 @@ def stage_lock(stage: str) -> Iterator[None]:
 def run_step(step: Callable[[], object], stage: str | None = None) -> int:
     """Run a step: expected failures are one line and an exit code, SIGTERM a clean stop."""
     configure_logging()
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGTERM, raise_stopped)
     try:
         if stage is None:
             step()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,13 +50,19 @@ def plumber(repo: Path, *args: str, **extra: str) -> subprocess.CompletedProcess
 
 def start(repo: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
     """`plumber ARGS` in a process group of its own, as a shell would start it."""
-    log = (repo / "var" / f"drill-{time.monotonic_ns()}.log").open("w")
-    return subprocess.Popen(["plumber", *args], cwd=repo, env=env_for(**extra), text=True,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    path = repo / "var" / f"drill-{time.monotonic_ns()}.log"
+    with path.open("w") as log:
+        proc = subprocess.Popen(["plumber", *args], cwd=repo, env=env_for(**extra), text=True,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    LOGS[proc.pid] = path
+    return proc
+
+
+LOGS: dict[int, Path] = {}
 
 
 def output_of(proc: subprocess.Popen[str]) -> str:
-    return Path(proc.stdout.name).read_text() if proc.stdout else ""  # type: ignore[attr-defined]
+    return LOGS[proc.pid].read_text()
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 300) -> object:
@@ -80,7 +87,9 @@ def stage_running(repo: Path, stage: str) -> Callable[[], dict | None]:
 
 
 def training_record(repo: Path) -> Callable[[], dict | None]:
-    """The training's intent record, once its MLflow run has started."""
+    """A new training's intent record, once its MLflow run has started (records left by
+    an earlier killed training are not it)."""
+    earlier = {p.name for p in (repo / "var" / "journal").glob("training-*.json")}
 
     def check() -> dict | None:
         for path in (repo / "var" / "journal").glob("training-*.json"):
@@ -88,7 +97,7 @@ def training_record(repo: Path) -> Callable[[], dict | None]:
                 record = json.loads(path.read_text())
             except ValueError:
                 continue
-            if record.get("mlflow_run_id"):
+            if record.get("mlflow_run_id") and path.name not in earlier:
                 return record
         return None
 
@@ -162,8 +171,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_kill_9_of_the_training_process_fails_the_run_naming_how(repo: Path) -> None:
+    training = training_record(repo)
     run = start(repo, "run")
-    record = wait_for("training to start", training_record(repo))
+    record = wait_for("training to start", training)
     assert isinstance(record, dict)
     os.kill(record["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
     assert run.wait(300) == 1
@@ -176,8 +186,9 @@ def test_kill_9_of_the_training_process_fails_the_run_naming_how(repo: Path) -> 
 
 
 def test_kill_9_of_the_whole_run_leaves_no_stage_behind(repo: Path) -> None:
+    training = training_record(repo)
     run = start(repo, "run")
-    wait_for("training to start", training_record(repo))
+    wait_for("training to start", training)
     os.killpg(run.pid, signal.SIGKILL)  # kill -9 -PGID: the flow, and nothing else
     run.wait(30)
     no_leftovers(repo)  # the stage's guard saw the flow go and stopped the stage
@@ -202,7 +213,7 @@ def test_the_next_run_repairs_and_finishes_what_the_killed_runs_left(repo: Path)
     assert reasons == ["killed: its process (p", "stopped: SIGTERM receiv"[:22]]
     assert not list((repo / "var/journal").glob("*.json"))
     champion, _ = registry(repo)
-    assert champion.version == "1" and "smoke.latency_p99_ms" in champion.tags  # type: ignore[attr-defined]
+    assert str(champion.version) == "1" and "smoke.latency_p99_ms" in champion.tags  # type: ignore[attr-defined]
     no_leftovers(repo)
 
 
@@ -234,21 +245,22 @@ def test_a_release_killed_at_its_smoke_test_is_repaired_by_the_next_run(repo: Pa
     killed = plumber(repo, "run", "--force", PLUMBER_RELEASE_FAULT_AT="smoke")
     assert killed.returncode == -signal.SIGKILL
     _, versions = registry(repo)
-    assert [v.tags["decision"] for v in versions if v.version == "3"] == ["pending"]
+    assert [v.tags["decision"] for v in versions if str(v.version) == "3"] == ["pending"]
     done = plumber(repo, "run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "repaired: version 3 (pending) marked abandoned" in done.stderr
     assert "awaits its release" in done.stdout and "candidate version 4" in done.stdout
     champion, versions = registry(repo)
-    assert {v.version: v.tags["decision"] for v in versions}["3"] == "abandoned"
+    assert {str(v.version): v.tags["decision"] for v in versions}["3"] == "abandoned"
     assert "smoke.latency_p99_ms" in champion.tags  # type: ignore[attr-defined]
     assert [r.info.status for r in mlflow_runs(repo)].count("RUNNING") == 0
     no_leftovers(repo)
 
 
 def test_sigterm_stops_the_run_and_records_it_as_crashed(repo: Path) -> None:
+    training = training_record(repo)
     run = start(repo, "run", "--force")
-    record = wait_for("training to start", training_record(repo))
+    record = wait_for("training to start", training)
     assert isinstance(record, dict)
     run.send_signal(signal.SIGTERM)  # to the plumber process alone
     assert run.wait(120) == 128 + signal.SIGTERM
@@ -267,14 +279,14 @@ def test_an_unreachable_tracking_server_fails_fast_and_its_password_goes_nowhere
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    secret = "s3cr3t-Pa55word"
+    secret = f"pw-{uuid.uuid4().hex}"  # made here: not even this file holds it
     started = time.monotonic()
     done = plumber(repo, "run", "--force",
                    MLFLOW_TRACKING_URI=f"http://plumber:{secret}@127.0.0.1:{port}/")  # fmt: skip
     assert done.returncode == 1
     assert time.monotonic() - started < 120  # tracking.connect_*: three quick refusals
     last_line = done.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: ") and f"http://plumber:***@127.0.0.1:{port}" in last_line
+    assert last_line.startswith("error: ") and f"http://plumber:***@127.0.0.1:{port}" in last_line
     assert "MLflow tracking server" in last_line
     assert secret not in done.stdout + done.stderr
     leaked = [str(p) for p in repo.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
@@ -289,11 +301,21 @@ def test_a_dvc_repro_by_hand_and_a_run_never_run_stages_at_once(repo: Path) -> N
     )  # fmt: skip
     holder = wait_for("the hand-run evaluate", stage_running(repo, "evaluate"))
     assert isinstance(holder, dict)
-    done = plumber(repo, "run")
+    os.kill(holder["pid"], signal.SIGSTOP)  # evaluate keeps running for as long as we like
+    try:
+        run = start(repo, "run")
+        wait_for("the run to wait", lambda: "waiting for" in output_of(run), timeout=120)
+        time.sleep(2)
+        assert "flows.stage.collect" not in output_of(run)  # collect has not started
+    finally:
+        os.kill(holder["pid"], signal.SIGCONT)
     out, _ = by_hand.communicate(timeout=300)
     assert by_hand.returncode == 0, out
-    assert done.returncode == 0, done.stderr[-3000:]
-    # It said at once what it waited for, then ran collect once evaluate had finished.
-    assert f"waiting for the evaluate stage (pid {holder['pid']}" in done.stderr
-    assert "collect     ran" in done.stdout
+    assert run.wait(300) == 0, output_of(run)[-3000:]
+    # It said at once what it waited for (DVC's lock of the hand-run stage), then ran.
+    waiting = next(line for line in output_of(run).splitlines() if "waiting for" in line)
+    assert (
+        "repro --force --single-item evaluate" in waiting and "flow.lock_timeout_seconds" in waiting
+    )
+    assert "collect     ran" in output_of(run)
     no_leftovers(repo)
