@@ -95,8 +95,8 @@ def _start_or_reuse(
         elif idle_minutes == 0 and state.get("idle_minutes"):
             state["idle_minutes"] = 0  # asked to stay: the supervisor rereads this file
             write_json(home / STATE, state)
-        touch(paths)
         wait_ready(state, cfg.start_timeout_seconds, say, home / "server.log")
+        touch(paths)  # the idle clock starts once it answers
     return api_url(state)
 
 
@@ -206,16 +206,24 @@ def prune_history(url: str, keep: int) -> int:
     """Delete the flow runs beyond the newest `keep`; returns how many went."""
     import httpx
 
-    with httpx.Client(base_url=url, timeout=30) as client:
-        answer = client.post(
-            "/flow_runs/filter",
-            json={"sort": "EXPECTED_START_TIME_DESC", "offset": keep, "limit": 200},
-        )
-        answer.raise_for_status()
-        old = [run["id"] for run in answer.json()]
+    with httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(retries=2)) as client:
+        query = {"sort": "EXPECTED_START_TIME_DESC", "offset": keep, "limit": 200}
+        old = [run["id"] for run in call(client, "POST", "/flow_runs/filter", json=query).json()]
         for run_id in old:
-            client.delete(f"/flow_runs/{run_id}")
+            call(client, "DELETE", f"/flow_runs/{run_id}")
     return len(old)
+
+
+def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
+    """An API call, retried while the server answers 503 (SQLite busy: Prefect's own
+    client retries these too)."""
+    for attempt in range(6):
+        answer = client.request(method, path, **kwargs)
+        if answer.status_code != 503 or attempt == 5:
+            answer.raise_for_status()
+            return answer
+        time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def pid_alive(pid: Any) -> bool:
@@ -282,11 +290,14 @@ def supervise(root: Path, port: int) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     code = None
+    answered = False
+    url = f"http://{HOST}:{port}"
     while not stopping:
         code = server.poll()
         if code is not None:
             break
-        if _idle(paths, home):
+        answered = answered or healthy(url, timeout=2)
+        if answered and _idle(paths, home):  # never while it is still starting
             print("plumber: idle, stopping the local Prefect server", flush=True)
             break
         time.sleep(1)

@@ -56,13 +56,13 @@ def ended_if_stopped(client: Any, run_id: str) -> Iterator[None]:
 
 
 def needed(paths: Paths) -> bool:
-    return bool(journal.unfinished(paths)) or tracking.uses_server()
+    return bool(journal.unfinished(paths)) or tracking.uses_server(paths)
 
 
 def recover(paths: Paths, model_name: str, client: Any = None) -> list[str]:
     """Repair and return what was repaired, one line each ([] when nothing was)."""
     killed = journal.unfinished(paths)
-    if not killed and not tracking.uses_server() and client is None:
+    if not killed and not tracking.uses_server(paths) and client is None:
         return []
     from tasks import registry
 

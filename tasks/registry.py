@@ -135,7 +135,7 @@ def now() -> str:
 def champion_summary(paths: Paths, name: str) -> dict[str, Any] | None:
     """{"version", "metrics"} of the champion, or None before the first release."""
     local_store = paths.var / "mlflow" / "mlflow.db"
-    if not tracking.uses_server() and not local_store.exists():
+    if not tracking.uses_server(paths) and not local_store.exists():
         return None  # no store yet: nothing was ever released, and nothing to create
     client = connect(paths)
     current = champion(client, name)

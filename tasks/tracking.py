@@ -25,9 +25,11 @@ def tracking_uri(paths: Paths) -> str:
     )
 
 
-def uses_server() -> bool:
-    """Whether MLFLOW_TRACKING_URI names a store other than the local one under var/."""
-    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+def uses_server(paths: Paths) -> bool:
+    """Whether MLFLOW_TRACKING_URI names a store other than the local one under var/ (which
+    MLflow itself exports once a process pointed at it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return bool(uri) and uri != f"sqlite:///{paths.var / 'mlflow' / 'mlflow.db'}"
 
 
 def safe_uri(uri: str) -> str:
@@ -98,10 +100,10 @@ def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc.__cause__ or exc
     detail = (str(cause).strip().splitlines() or [""])[0][:200]
     what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
-    if uses_server():
+    store = paths.var / "mlflow" / "mlflow.db"
+    if uri != f"sqlite:///{store}":  # decided by the URI: MLflow exports it once set
         return (f"the MLflow tracking server at {safe_uri(uri)} cannot be used ({what}); "
                 "nothing was changed")  # fmt: skip
-    store = paths.var / "mlflow" / "mlflow.db"
     return (
         f"the local MLflow store {store} cannot be read ({what}); nothing was changed. "
         f"Restore it from a backup, or move it aside (mv {store} {store}.bad) and the next "
@@ -114,7 +116,7 @@ def start(paths: Paths, name: str = EXPERIMENT) -> str:
     import mlflow
 
     # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
-    local = not uses_server()
+    local = not uses_server(paths)
     uri = prepare(paths)
     try:
         client = mlflow.MlflowClient()

@@ -72,7 +72,8 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
 
 def test_every_command_has_help_with_an_example() -> None:
     for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
-                    ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"]):  # fmt: skip
+                    ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"],
+                    ["server"], ["push"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,
@@ -85,3 +86,33 @@ def test_every_command_has_help_with_an_example() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "init", "--now", "July"])
     assert exit_info.value.code == 2
+
+
+def test_status_survives_a_corrupt_mlflow_store(tmp_path: Path, capsys) -> None:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    manifest = {
+        "version": 1,
+        "sources": {
+            "flights": {
+                "kind": "sql",
+                "watermark": "2013-07-01T04:00:00+00:00",
+                "rows": 0,
+                "partitions": {},
+            }
+        },
+    }
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/manifest.json").write_text(json.dumps(manifest))
+    store = tmp_path / "var/mlflow/mlflow.db"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"this is not a database" * 200)
+    assert main(["--root", str(tmp_path), "status"]) == 0
+    out = capsys.readouterr()
+    assert "2013-07-01T04:00:00+00:00" in out.out  # what does not need the store is shown
+    [line] = [line for line in out.out.splitlines() if line.startswith("champion:")]
+    assert f"the local MLflow store {store} cannot be read" in line
+    assert f"mv {store} {store}.bad" in line
+    assert "Traceback" not in out.out + out.err
+    assert main(["--root", str(tmp_path), "status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["champion"] is None and "cannot be read" in data["store_error"]

@@ -136,3 +136,29 @@ def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
     )
     again = Encoders.from_json(enc.to_json())
     assert np.array_equal(again.transform(train)[1], enc.transform(train)[1])
+
+
+def test_a_few_rows_are_encoded_bit_for_bit_as_in_a_batch() -> None:
+    """The served path (a few rows, no pandas per column) against the batch path, on rows
+    with missing values, unseen categories and the types JSON brings (objects, None)."""
+    from tasks.features import FEW_ROWS
+    from tasks.serving import plain_rows
+    from tests.factories import joined_rows
+
+    rows = joined_rows(["2013-03-01", "2013-03-02"], per_day=40, seed=3)
+    enc = Encoders.fit(rows.iloc[:50], min_count=3)
+    rng = np.random.default_rng(0)
+    for column in ("temp", "plane_year", "seats", "origin_known_delay_rate"):
+        rows.loc[rng.random(len(rows)) < 0.2, column] = np.nan
+    rows.loc[rows.index[::7], "manufacturer"] = None
+    rows.loc[rows.index[::5], "carrier"] = "ZZ"  # never seen in train
+    codes, numeric = enc.transform(rows)
+    assert len(rows) > FEW_ROWS  # the batch path above, the few-rows path below
+    for frame in (rows, plain_rows(rows)):
+        for start in range(0, len(rows), 3):
+            few = frame.iloc[start : start + 3]
+            got_codes, got_numeric = enc.transform(few)
+            assert np.array_equal(got_codes, codes[start : start + 3])
+            assert got_numeric.tobytes() == numeric[start : start + 3].tobytes()
+    with pytest.raises(ValueError, match="lack column"):
+        enc.transform(rows.drop(columns="distance").iloc[:1])

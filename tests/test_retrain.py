@@ -72,3 +72,67 @@ def test_new_rows_are_counted_on_days_after_the_last_training(tmp_path: Path) ->
     last = last_training(paths)
     assert last is not None and abs(last.finished - dt.datetime.now(dt.UTC)).total_seconds() < 60
     assert "250 new rows since 2013-07-01" in verdict(RULE, paths, None).reason
+
+
+def _lock(**deps_and_outs: tuple[dict[str, str], dict[str, str]]) -> dict:
+    """A dvc.lock: stage -> (its deps, its outs), each path -> md5."""
+    return {"stages": {
+        name: {"deps": [{"path": p, "md5": m} for p, m in deps.items()],
+               "outs": [{"path": p, "md5": m} for p, m in outs.items()]}
+        for name, (deps, outs) in deps_and_outs.items()
+    }}  # fmt: skip
+
+
+STAGES = ["featurize", "train", "evaluate"]
+
+
+@pytest.mark.parametrize(
+    ("lock", "behind"),
+    [
+        # Every stage ran on what the stage before it produced: nothing left undone.
+        (_lock(featurize=({"data/validated": "v1"}, {"data/features": "f1"}),
+               train=({"data/features": "f1"}, {"models/model.pt": "m1"}),
+               evaluate=({"data/features": "f1", "models/model.pt": "m1"}, {"r": "r1"})), []),
+        # New validated data since featurize: the policy's business, not a stopped run.
+        (_lock(featurize=({"data/validated": "v0"}, {"data/features": "f1"}),
+               train=({"data/features": "f1"}, {"models/model.pt": "m1"}),
+               evaluate=({"data/features": "f1", "models/model.pt": "m1"}, {"r": "r1"})), []),
+        # Killed during training: features built, never trained on.
+        (_lock(featurize=({"data/validated": "v1"}, {"data/features": "f2"}),
+               train=({"data/features": "f1"}, {"models/model.pt": "m1"}),
+               evaluate=({"data/features": "f1", "models/model.pt": "m1"}, {"r": "r1"})),
+         ["train", "evaluate"]),
+        # Killed during evaluation: a model trained, never evaluated.
+        (_lock(featurize=({"data/validated": "v1"}, {"data/features": "f1"}),
+               train=({"data/features": "f1"}, {"models/model.pt": "m2"}),
+               evaluate=({"data/features": "f1", "models/model.pt": "m1"}, {"r": "r1"})),
+         ["evaluate"]),
+    ],
+)  # fmt: skip
+def test_unfinished_stages_are_read_from_dvc_lock(lock: dict, behind: list[str]) -> None:
+    from flows.retrain import unfinished_stages
+
+    assert unfinished_stages(lock, STAGES) == behind
+
+
+def test_a_candidate_no_release_judged_awaits_its_release(tmp_path: Path) -> None:
+    import yaml
+
+    from flows.retrain import unjudged_run
+
+    paths = Paths.at(tmp_path)
+    assert unjudged_run(paths) is None  # nothing trained
+    _train_json(paths, "2013-06-30", "2026-11-24T11:00:00+00:00")
+    assert unjudged_run(paths) == "r"
+    last = verdict(RULE, paths, None, NOW, stages=STAGES)
+    assert not last.retrain and last.judge and "MLflow run r awaits its release" in last.reason
+    paths.judged.parent.mkdir(parents=True)
+    paths.judged.write_text(json.dumps({"run_id": "r", "version": "3", "decision": "rejected"}))
+    assert unjudged_run(paths) is None
+    assert not verdict(RULE, paths, None, NOW, stages=STAGES).judge
+    lock = _lock(train=({"data/features": "f1"}, {"models/model.pt": "m2"}),
+                 evaluate=({"models/model.pt": "m1"}, {"r": "r1"}))  # fmt: skip
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    finishing = verdict(RULE, paths, None, NOW, stages=STAGES)
+    assert finishing.retrain and not finishing.forced
+    assert finishing.reason.startswith("finishing what a stopped run left: evaluate")

@@ -1,0 +1,88 @@
+"""The local Prefect server: started once, reused, pruned, stopped when idle or asked; a
+start that fails is one clear line. Real servers on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows import local_server
+from tasks.config import ServerParams
+from tasks.paths import Paths
+
+pytestmark = pytest.mark.slow
+
+
+def processes_of(paths: Paths) -> list[str]:
+    """The supervisor and the server of this project, by their command lines."""
+    found = subprocess.run(["pgrep", "-af", "flows.local_server|prefect server start"],
+                           capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    home = str(paths.root)
+    supervisors = [line for line in found if home in line]
+    state = local_server.read_state(paths)
+    return supervisors + ([str(state["pid"])] if state else [])
+
+
+def wait_until(check, timeout: float = 60) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_started_once_reused_pruned_and_stopped(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    said: list[str] = []
+    cfg = ServerParams(port=local_server.free_port(), idle_minutes=0)
+    url = local_server.ensure(paths, cfg, said.append)
+    assert url == f"http://127.0.0.1:{cfg.port}/api" and said[0].startswith("starting the local")
+    first = local_server.read_state(paths)
+    assert first is not None and local_server.healthy(first["url"])
+    assert local_server.ensure(paths, cfg, said.append) == url  # reused: nothing started
+    assert local_server.read_state(paths) == first and len(said) == 1
+
+    call = local_server.call
+    with httpx.Client(base_url=url, timeout=30) as client:  # five flow runs of one flow
+        flow_id = call(client, "POST", "/flows/", json={"name": "drill"}).json()["id"]
+        for _ in range(5):
+            call(client, "POST", "/flow_runs/", json={"flow_id": flow_id})
+        assert local_server.prune_history(url, keep=2) == 3
+        assert len(call(client, "POST", "/flow_runs/filter", json={"limit": 50}).json()) == 2
+
+    assert local_server.stop(paths) is True
+    assert not local_server.healthy(first["url"], timeout=1)
+    assert wait_until(lambda: not processes_of(paths), timeout=30), processes_of(paths)
+    assert local_server.stop(paths) is False  # nothing left to stop
+
+
+def test_a_server_started_by_a_run_stops_itself_when_idle(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path)
+    cfg = ServerParams(port=local_server.free_port(), idle_minutes=0.05)  # 3 s
+    local_server.ensure(paths, cfg, lambda line: None)
+    state = local_server.read_state(paths)
+    assert state is not None
+    assert wait_until(lambda: local_server.read_state(paths) is None, timeout=60)
+    assert wait_until(lambda: not processes_of(paths), timeout=30)
+    assert not local_server.healthy(state["url"], timeout=1)
+
+
+def test_a_server_that_dies_while_starting_is_one_clear_error(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "print('address already in use')"])
+    dead.wait()
+    log = tmp_path / "server.log"
+    log.write_text("Traceback ...\nOSError: [Errno 98] address already in use\n")
+    state = {"pid": dead.pid, "url": "http://127.0.0.1:9"}
+    with pytest.raises(local_server.ServerError) as err:
+        local_server.wait_ready(state, limit=600, say=lambda line: None, log=log)
+    assert str(err.value).startswith(
+        "the local Prefect server exited while starting (OSError: [Errno 98] address already "
+        "in use); see "
+    )
+    assert "set PREFECT_API_URL" in str(err.value)
