@@ -101,6 +101,8 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
             return 128 + signum
     from flows.stages import StageFailed
 
+    if state.is_cancelled():
+        return fail("cancelled", state.message or "the flow run was cancelled", EXIT_FAILURE)
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
         if isinstance(error, Busy) or (isinstance(error, StageFailed) and error.busy):

@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
+from prefect.states import Cancelled, Completed
 
 from flows import retrain, summary
 from flows.locks import run_lock
@@ -196,7 +196,13 @@ def pipeline(
             forced = f"parameters overridden ({', '.join(changed)})"
         rows_before = summary.rows_by_source(paths)
         recover(paths.root, params.release.model_name)
-        results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
+        try:
+            results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
+        except StageFailed as exc:
+            if exc.cancelled:  # asked from the UI or the API: end as Cancelled, not Failed
+                message = f"cancelled during stage {exc.stage}: {exc.error}"
+                return Cancelled(message=message)  # type: ignore[return-value]  # Prefect's way
+            raise
     report = summary.build(
         paths,
         {"id": str(flow_run.id), "name": str(flow_run.name)},

@@ -51,6 +51,7 @@ _DVC_CHATTER = (
     "Use `dvc push` to send",
 )
 _GRACE_SECONDS = 10  # between asking a timed-out stage to stop and killing it
+_WATCH_SECONDS = 2  # how often a running stage asks whether its flow run was cancelled
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class StageResult:
         return self.outcome == RAN
 
 
+class StageCancelled(StepError):
+    """The flow run was cancelled (Prefect UI or API) while the stage ran: it was stopped."""
+
+
 class StageFailed(Exception):
     """A stage of the flow failed; names it, so reports and notifications can."""
 
@@ -73,6 +78,7 @@ class StageFailed(Exception):
 
         self.stage, self.error = stage, mask(str(error))
         self.busy = isinstance(error, Busy)  # waited too long for another process
+        self.cancelled = isinstance(error, StageCancelled)
         super().__init__(f"stage {stage} failed: {error}")
 
 
@@ -137,14 +143,25 @@ def reproduce_stage(
         env[FLOW_RUN_ENV] = flow_run_id
     argv = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] * force), name]
     deadline = time.monotonic() + lock_timeout
-    while True:
-        with _progress_bars(env) as bars:
-            code, tail, timed_out = run_captured(argv, root, env, timeout, _relay(name, bars))
-        if code == 0 or not _dvc_lock_race(tail) or time.monotonic() >= deadline:
-            break
-        # Another DVC command took a lock between our check and the stage's start.
-        wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
+    watch = CancelWatch(flow_run_id) if flow_run_id else None
+    try:
+        while True:
+            with _progress_bars(env) as bars:
+                code, tail, timed_out = run_captured(
+                    argv, root, env, timeout, _relay(name, bars), stop_when=watch
+                )
+            if code == 0 or not _dvc_lock_race(tail) or time.monotonic() >= deadline:
+                break
+            # Another DVC command took a lock between our check and the stage's start.
+            wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
+    finally:
+        if watch is not None:
+            watch.close()
     seconds = round(time.perf_counter() - start, 3)
+    if watch is not None and watch.seen:
+        raise StageCancelled(
+            "the flow run was cancelled; the stage was stopped and its previous outputs kept"
+        )
     if timed_out:
         raise StageTimeout(
             f"stopped after {timeout:g} s (flow.stage_timeout_seconds; "
@@ -169,6 +186,7 @@ def run_captured(
     env: dict[str, str],
     timeout: float | None,
     on_line: Callable[[str], None],
+    stop_when: Callable[[], bool] | None = None,
 ) -> tuple[int, list[str], bool]:
     """Run a command under a guard (flows/guard.py) in its own process group, handing
     each output line to `on_line`.
@@ -176,7 +194,8 @@ def run_captured(
     Returns (exit code, the last 40 lines, whether it was stopped for the timeout). Past
     the timeout, or if this process is interrupted (SIGTERM, Ctrl-C, a cancelled run),
     the whole group is stopped: SIGTERM, then SIGKILL after a grace period; if this
-    process is killed outright, the guard stops the group itself.
+    process is killed outright, the guard stops the group itself. `stop_when`, asked
+    every few seconds, stops the group too when it answers True (a cancelled flow run).
     """
     from tasks import guard
 
@@ -195,6 +214,18 @@ def run_captured(
     if timer:
         timer.daemon = True
         timer.start()
+    finished = threading.Event()
+    watcher = None
+    if stop_when is not None:
+
+        def watch() -> None:
+            while not finished.wait(_WATCH_SECONDS):
+                if stop_when():
+                    _stop_group(proc)
+                    return
+
+        watcher = threading.Thread(target=watch, name="stage-watch", daemon=True)
+        watcher.start()
     tail: deque[str] = deque(maxlen=40)
     try:
         assert proc.stdout is not None
@@ -204,11 +235,43 @@ def run_captured(
             on_line(line)
         code = proc.wait()
     finally:
+        finished.set()
+        if watcher is not None:
+            watcher.join(timeout=30)
         if timer:
             timer.cancel()
-        if proc.poll() is None:  # interrupted (SIGTERM, Ctrl-C, a cancelled flow run)
+        if proc.poll() is None:  # interrupted (SIGTERM, Ctrl-C)
             _stop_group(proc)
     return code, list(tail), timed_out.is_set()
+
+
+class CancelWatch:
+    """Whether the flow run was asked to cancel (its state is Cancelling): a `plumber run`
+    has no runner to stop it, so the stage it runs watches for it. `seen` tells afterwards."""
+
+    def __init__(self, flow_run_id: str) -> None:
+        self.flow_run_id, self.seen = flow_run_id, False
+        self._client: Any = None
+
+    def __call__(self) -> bool:
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+
+        try:
+            if self._client is None:
+                self._client = get_client(sync_client=True)
+                self._client.__enter__()
+            state = self._client.read_flow_run(UUID(self.flow_run_id)).state
+        except Exception:  # the API briefly away: keep running, ask again later
+            return False
+        self.seen = bool(state is not None and state.is_cancelling())
+        return self.seen
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.__exit__(None, None, None)
+            self._client = None
 
 
 def _stop_group(proc: subprocess.Popen[str]) -> None:

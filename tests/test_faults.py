@@ -273,6 +273,29 @@ def test_sigterm_stops_the_run_and_records_it_as_crashed(repo: Path) -> None:
     assert run_of_training.info.status == "KILLED"
 
 
+def test_a_run_cancelled_from_prefect_stops_its_stage(repo: Path) -> None:
+    import httpx
+
+    training = training_record(repo)
+    run = start(repo, "run", "--force")
+    record = wait_for("training to start", training)
+    assert isinstance(record, dict)
+    flow_run = json.loads((repo / "var/last_run.json").read_text())["id"]
+    server = json.loads((repo / "var/prefect-server/server.json").read_text())["url"]
+    answer = httpx.post(  # what the UI's "Cancel" button does
+        f"{server}/api/flow_runs/{flow_run}/set_state",
+        json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}, timeout=30,
+    )  # fmt: skip
+    answer.raise_for_status()
+    assert run.wait(120) == 1
+    assert "cancelled: cancelled during stage train: the flow run was cancelled" in output_of(run)
+    no_leftovers(repo)
+    assert prefect_state(repo, flow_run) == "CANCELLED"
+    assert status(repo)["last_run"]["state"] == "CANCELLED"
+    [run_of_training] = [r for r in mlflow_runs(repo) if r.info.run_id == record["mlflow_run_id"]]
+    assert run_of_training.info.status == "KILLED"
+
+
 def test_an_unreachable_tracking_server_fails_fast_and_its_password_goes_nowhere(
     repo: Path,
 ) -> None:
