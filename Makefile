@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast check bench ui server serve clean
+.PHONY: install run test test-fast test-drills check bench ui server serve clean
 
 install: $(STAMP)
 
@@ -23,11 +23,16 @@ run: $(STAMP)
 	$(BIN)/plumber push
 	$(BIN)/plumber status
 
+# The default suite (about 10 minutes here); the fault drills and the load test (about 6
+# more) run in CI after it (.ci/run) and with `make test-drills`.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not drill"
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not drill"
+
+test-drills: $(STAMP)
+	$(BIN)/pytest -m drill
 
 check: $(STAMP)
 	$(BIN)/ruff check tasks flows tests bench
@@ -43,14 +48,15 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-# A local Prefect server with its UI on http://127.0.0.1:4200, its database under var/.
-# Point runs at it with PREFECT_API_URL=http://127.0.0.1:4200/api (`make serve` does).
+# The local Prefect server with its UI (http://127.0.0.1:4200, or another free port:
+# `plumber server status`), its database under var/prefect-server; runs use it when
+# PREFECT_API_URL is unset. It stays until `plumber server stop`.
 server: $(STAMP)
-	PREFECT_HOME=$(CURDIR)/var/prefect-server PREFECT_SERVER_ANALYTICS_ENABLED=false \
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	$(BIN)/plumber server start
 
 serve: $(STAMP)
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(BIN)/plumber serve
+	$(BIN)/plumber serve
 
 clean:
+	-$(BIN)/plumber server stop
 	rm -rf var/ data/ reports/ models/

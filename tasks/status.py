@@ -6,7 +6,6 @@ from typing import Any
 
 from tasks.io import read_json
 from tasks.journal import process_alive
-from tasks.partitions import SNAPSHOT, UNKNOWN_DAY
 from tasks.paths import Paths
 
 LAST_RUN = "last_run.json"  # written by the flow (flows/run_record.py)
@@ -29,6 +28,8 @@ def effective(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
     """The data's state; with `model_name`, also the registry's champion (or None)."""
+    from tasks.partitions import SNAPSHOT, UNKNOWN_DAY  # pandas: only when status is asked
+
     manifest = read_json(paths.manifest, default={"sources": {}})
     report = read_json(paths.validation_report, default={"sources": {}, "total": {}})
     sources = manifest.get("sources", {})

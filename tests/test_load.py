@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.factories import copy_repo, stop_local_server
-from tests.test_faults import LENIENT_GATE, env_for, leftovers
+from tests.factories import LENIENT_GATE, copy_repo, env_for, leftovers, stop_local_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.drill]
 
 BUSY = "while True: pass"
 
