@@ -28,7 +28,7 @@ from flows import retrain, summary
 from flows.locks import run_lock
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
-from flows.run_record import record_run, record_start
+from flows.run_record import record_end, record_run, record_start
 from flows.stages import (
     RAN,
     SKIPPED,
@@ -201,6 +201,8 @@ def pipeline(
         except StageFailed as exc:
             if exc.cancelled:  # asked from the UI or the API: end as Cancelled, not Failed
                 message = f"cancelled during stage {exc.stage}: {exc.error}"
+                # Prefect runs no hook for a state the flow returns: record it here.
+                record_end(paths, str(flow_run.id), str(flow_run.name), "CANCELLED", message)
                 return Cancelled(message=message)  # type: ignore[return-value]  # Prefect's way
             raise
     report = summary.build(

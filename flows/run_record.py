@@ -74,26 +74,40 @@ def _crash_in_prefect(flow_run_id: str, reason: str) -> None:
 
 def record_run(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect hook for completion, failure, crash and cancellation."""
-    paths = Paths.at(flow_run.parameters.get("root", "."))
     decision = retrained = None
     if state.is_completed():
         result = state.result(raise_on_failure=False)
         if isinstance(result, dict):
             decision = (result.get("release") or {}).get("decision")
             retrained = (result.get("retrain") or {}).get("retrain")
-    started = flow_run.start_time
-    previous = (read(paths) or {}).get("previous")
+    record_end(
+        Paths.at(flow_run.parameters.get("root", ".")), str(flow_run.id), flow_run.name,
+        state.type.value, state.message, decision, retrained,
+    )  # fmt: skip
+
+
+def record_end(
+    paths: Paths,
+    run_id: str,
+    name: str,
+    state: str,
+    message: str | None,
+    decision: str | None = None,
+    retrained: bool | None = None,
+) -> None:
+    """The run's end: its state (COMPLETED, FAILED, CRASHED, CANCELLED) and outcome."""
+    before = read(paths) or {}
     write_json(
         paths.var / LAST_RUN,
         {
-            "id": str(flow_run.id),
-            "name": flow_run.name,
-            "state": state.type.value,
-            "message": state.message,
-            "started": started.isoformat() if started else None,
+            "id": run_id,
+            "name": name,
+            "state": state,
+            "message": message,
+            "started": before.get("started") if before.get("id") == run_id else None,
             "finished": _now(),
             "decision": decision,  # None: the release did not run
             "retrain": retrained,  # False: the retrain policy found no retrain needed
-            "previous": previous,
+            "previous": before.get("previous"),
         },
     )
