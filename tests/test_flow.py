@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,20 @@ def run_flow(root: Path, **parameters: Any) -> tuple[Any, dict[str, str]]:
     from flows.pipeline import pipeline
 
     state = pipeline(root=str(root), return_state=True, **parameters)
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    # Task runs report their states to the server as events, stored a moment later: read
+    # until two reads 0.5 s apart agree.
+    seen: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=100,
-        )  # fmt: skip
-    return state, {run.name: run.state.name for run in runs if run.state}
+        for _ in range(60):
+            runs = client.read_task_runs(flow_run_filter=this_run, limit=100,
+                                         sort=TaskRunSort.EXPECTED_START_TIME_ASC)  # fmt: skip
+            now = {run.name: run.state.name for run in runs if run.state}
+            if now == seen and all(run.state and run.state.is_final() for run in runs):
+                break
+            seen = now
+            time.sleep(0.5)
+    return state, seen
 
 
 def facts(root: Path) -> dict[str, Any]:
