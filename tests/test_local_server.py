@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,15 @@ def processes_of(paths: Paths) -> list[str]:
     return supervisors + ([str(state["pid"])] if state else [])
 
 
+@pytest.fixture
+def paths(tmp_path: Path) -> Iterator[Paths]:
+    """A project folder whose local server, if a test started one, is stopped afterwards
+    whatever the test's outcome."""
+    paths = Paths.at(tmp_path)
+    yield paths
+    local_server.stop(paths)
+
+
 def wait_until(check, timeout: float = 60) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,8 +47,7 @@ def wait_until(check, timeout: float = 60) -> bool:  # type: ignore[no-untyped-d
     return False
 
 
-def test_started_once_reused_pruned_and_stopped(tmp_path: Path) -> None:
-    paths = Paths.at(tmp_path)
+def test_started_once_reused_pruned_and_stopped(paths: Paths) -> None:
     said: list[str] = []
     cfg = ServerParams(port=local_server.free_port(), idle_minutes=0)
     url = local_server.ensure(paths, cfg, said.append)
@@ -62,8 +71,7 @@ def test_started_once_reused_pruned_and_stopped(tmp_path: Path) -> None:
     assert local_server.stop(paths) is False  # nothing left to stop
 
 
-def test_a_server_started_by_a_run_stops_itself_when_idle(tmp_path: Path) -> None:
-    paths = Paths.at(tmp_path)
+def test_a_server_started_by_a_run_stops_itself_when_idle(paths: Paths) -> None:
     cfg = ServerParams(port=local_server.free_port(), idle_minutes=0.05)  # 3 s
     local_server.ensure(paths, cfg, lambda line: None)
     state = local_server.read_state(paths)
