@@ -34,7 +34,11 @@ test-fast: $(STAMP)
 test-drills: $(STAMP)
 	$(BIN)/pytest -m drill
 
+# Lint, format, types, and the layer rule: the steps (tasks/) never import the
+# orchestration (flows/) or Prefect, so `dvc repro` runs them without either.
 check: $(STAMP)
+	@if grep -rnE '^\s*(from|import) (flows|prefect)\b' tasks; then \
+		echo "layer rule broken: tasks/ imports flows/ or Prefect (lines above)"; exit 1; fi
 	$(BIN)/ruff check tasks flows tests bench
 	$(BIN)/ruff format --check tasks flows tests bench
 	$(BIN)/mypy tasks flows

@@ -32,30 +32,21 @@ sys.path.insert(0, str(ROOT))
 BATCH = 10_000
 
 
-def timed(call, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+def timed(call, repeats: int, clock=time.perf_counter) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds per call by `clock` (time.thread_time: CPU seconds of this thread)."""
     call()  # warm-up: first-call allocations and lazy imports
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = clock()
         call()
-        times.append(time.perf_counter() - started)
+        times.append(clock() - started)
     return times
 
 
-def best_round(measure, call, repeats: int, rounds: int = 3) -> list[float]:  # type: ignore[no-untyped-def]
+def best_round(call, repeats: int, clock=time.perf_counter, rounds: int = 3) -> list[float]:  # type: ignore[no-untyped-def]
     """The round (of `rounds`) whose 99th percentile is lowest."""
-    return min((measure(call, repeats) for _ in range(rounds)), key=lambda t: np.percentile(t, 99))
-
-
-def cpu_timed(call, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """CPU seconds of this thread per call."""
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.thread_time()
-        call()
-        times.append(time.thread_time() - started)
-    return times
+    measured = (timed(call, repeats, clock) for _ in range(rounds))
+    return min(measured, key=lambda t: np.percentile(t, 99))
 
 
 def main() -> int:
@@ -115,10 +106,9 @@ def main() -> int:
         # Three rounds each; the round with the lowest p99 counts, as in the release's smoke
         # test: a garbage collection or a neighbour's burst spoils a round, not the figure.
         figures = {
-            "wall": (best_round(timed, one_pyfunc, len(singles)),
-                     best_round(timed, one_bare, len(singles))),
-            "cpu": (best_round(cpu_timed, one_pyfunc, len(singles)),
-                    best_round(cpu_timed, one_bare, len(singles))),
+            "wall": (best_round(one_pyfunc, len(singles)), best_round(one_bare, len(singles))),
+            "cpu": (best_round(one_pyfunc, len(singles), time.thread_time),
+                    best_round(one_bare, len(singles), time.thread_time)),
         }  # fmt: skip
 
     members = model.config.members

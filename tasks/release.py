@@ -213,7 +213,7 @@ def rollback(params: Params, paths: Paths, reason: str, to: str | None = None) -
     if not reason.strip():
         raise StepError("a rollback needs --reason")
     name = params.release.model_name
-    with locked(paths, params.release.lock_timeout_seconds):
+    with locked(paths, params.release.lock_timeout_seconds), journal.intent(paths, "rollback"):
         client = registry.connect(paths)
         registry.ensure_model(client, name)
         registry.reconcile(client, name)

@@ -48,11 +48,16 @@ def secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+def mask_urls(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
+
+
 def mask(text: str) -> str:
     """`text` with URL passwords and secret values replaced by ***."""
     if not text:
         return text
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    text = mask_urls(text)
     for value in secret_values():
         if value in text:
             text = text.replace(value, MASK)

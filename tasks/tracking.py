@@ -34,11 +34,9 @@ def uses_server(paths: Paths) -> bool:
 
 def safe_uri(uri: str) -> str:
     """A tracking URI as it may appear in messages: any password masked."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    from tasks.secrets import mask_urls
+
+    return mask_urls(uri)
 
 
 def prepare(paths: Paths) -> str:

@@ -268,6 +268,19 @@ def leftovers(repo: Path) -> list[str]:
     return found
 
 
+def wait_until(check: Any, timeout: float = 60) -> Any:
+    """Poll `check` until it returns something true (returned), or give up with None."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
 def stop_local_server(root: Path) -> None:
     """Stop the local Prefect server a test's `plumber run` started in its copy."""
     from flows import local_server

@@ -32,6 +32,7 @@ from tests.factories import (
     leftovers,
     small_demo_params,
     stop_local_server,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.drill]
@@ -62,13 +63,9 @@ def output_of(proc: subprocess.Popen[str]) -> str:
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 300) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
+    found = wait_until(check, timeout)
+    assert found, f"gave up waiting for {what}"
+    return found
 
 
 def stage_running(repo: Path, stage: str) -> Callable[[], dict | None]:

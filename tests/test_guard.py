@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks import guard
+from tests.factories import wait_until
 
 ROOT = Path(__file__).parents[1]
 # A command that starts a grandchild and waits: what `dvc repro` running a stage looks like.
@@ -25,15 +26,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_until(check, timeout: float = 15) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_command_and_its_children_die_with_the_parent_even_on_sigkill() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from flows import local_server
 from tasks.config import ServerParams
 from tasks.paths import Paths
+from tests.factories import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +36,6 @@ def paths(tmp_path: Path) -> Iterator[Paths]:
     paths = Paths.at(tmp_path)
     yield paths
     local_server.stop(paths)
-
-
-def wait_until(check, timeout: float = 60) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_started_once_reused_pruned_and_stopped(paths: Paths) -> None:

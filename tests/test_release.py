@@ -324,3 +324,25 @@ def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(project) -> None:
+    import json as json_
+
+    from tasks import journal, recovery
+
+    params, paths = project
+    release.run(params, paths)
+    client = client_for(paths)
+    # A rollback killed between its alias move and its history entry: the alias points at a
+    # version the history never recorded, and its intent record outlived its process.
+    client.delete_registered_model_tag(NAME, "history.000001")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    record = journal.folder(paths) / f"rollback-{dead.stdout.strip()}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json_.dumps({"operation": "rollback", "pid": int(dead.stdout)}))
+    assert recovery.needed(paths)  # the local store is asked only because of the record
+    assert recovery.recover(paths, NAME) == ["recorded the move of champion to version 1"]
+    assert not record.exists() and not recovery.needed(paths)
+    assert [e["action"] for e in registry.history(client, NAME)] == ["repair"]
