@@ -227,19 +227,10 @@ def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not alive.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return True
+    """Whether `pid` is a live process (not a zombie)."""
+    from tasks.journal import process_started
+
+    return isinstance(pid, int) and pid > 0 and process_started(pid) is not None
 
 
 def port_free(port: int) -> bool:
