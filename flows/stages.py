@@ -305,7 +305,7 @@ def last_error(lines: list[str], code: int | None = None) -> str:
     for line in reversed(lines):
         if line.startswith("ERROR: "):
             found = _EXITED_WITH.search(line)
-            signum = -int(found.group(1)) if found and int(found.group(1)) < 0 else None
+            signum = killed_by(int(found.group(1))) if found else None
             if signum:  # the stage's command was killed: say by what
                 dvc_said = line.removeprefix("ERROR: ")
                 return f"its command was killed by {signal_name(signum)} ({dvc_said})"
@@ -317,10 +317,21 @@ def ended_by(code: int | None) -> str:
     """A process's end in words, from its exit status (the guard's 128 + N included)."""
     if code is None:
         return "it ended without an error line"
-    if code < 0 or code > 128:
-        signum = -code if code < 0 else code - 128
+    signum = killed_by(code)
+    if signum:
         return f"it was killed by {signal_name(signum)} (exit {code}), without an error line"
     return f"it exited {code} without an error line"
+
+
+def killed_by(code: int) -> int | None:
+    """The signal an exit status says ended a process: -N from Python's subprocess, or
+    128 + N from a shell (DVC runs a stage's command through one, and whether that shell
+    execs the command or waits for it decides which of the two DVC reports)."""
+    if code < 0:
+        return -code
+    if 128 < code < 128 + 65:
+        return code - 128
+    return None
 
 
 def signal_name(signum: int) -> str:

@@ -195,6 +195,8 @@ def test_the_failure_message_is_the_stages_own_error_line() -> None:
         (["INFO tasks.train: epoch 5",
           "ERROR: failed to reproduce 'train': failed to run: python -m tasks.train, exited with -9"],
          1, "its command was killed by SIGKILL (failed to reproduce 'train'"),
+        (["ERROR: failed to reproduce 'train': failed to run: python -m tasks.train, exited with 137"],
+         1, "its command was killed by SIGKILL (failed to reproduce 'train'"),
         ([], None, "it ended without an error line"),
     ],
 )  # fmt: skip
