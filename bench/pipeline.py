@@ -34,9 +34,9 @@ BIN = Path(sys.executable).parent
 
 BARE = """
 import sys, time
-from tasks.config import load_params
-from tasks.paths import Paths
-from tasks.io import write_json
+from tasks.core.config import load_params
+from tasks.core.paths import Paths
+from tasks.core.io import write_json
 paths = Paths.at(sys.argv[1]); steps = sys.argv[2].split(","); times = {}
 params = load_params(paths.params)
 for step in steps:
@@ -52,7 +52,7 @@ for step in steps:
     elif step == "evaluate":
         from tasks import evaluate; evaluate.run(params, paths)
     elif step == "release":
-        from tasks import release; release.run(params, paths)
+        from tasks.release import run as release; release.run(params, paths)
     times[step] = round(time.perf_counter() - started, 2)
 write_json(paths.var / "bare_times.json", times)
 """

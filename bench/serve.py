@@ -54,10 +54,11 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from tasks.features import Encoders
-    from tasks.io import read_json
-    from tasks.model import load_checkpoint
-    from tasks.serving import package, plain_rows
+    from tasks.core.io import read_json
+    from tasks.ml.features import Encoders
+    from tasks.ml.inference import plain_rows
+    from tasks.ml.model import load_checkpoint
+    from tasks.release.packaging import package
 
     features, models = ROOT / "data" / "features", ROOT / "models"
     if not (models / "model.pt").exists():

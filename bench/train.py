@@ -3,7 +3,7 @@
     python bench/train.py                # features of the working copy (data/features)
     python bench/train.py --full-year    # builds the whole of 2013 in a temporary project first
 
-Samples per second of `tasks.training.fit` (validation scoring each epoch, MLflow logging
+Samples per second of `tasks.ml.training.fit` (validation scoring each epoch, MLflow logging
 on, to a temporary store) against a bare loop over the same ready tensors with the same
 model and batch size (forward, backward, step; nothing else), in the same run. Goal: ratio
 >= 0.9. With --full-year it also times the featurize and train stages on the full year.
@@ -29,8 +29,8 @@ def bare_loop(train, config, settings) -> float:  # type: ignore[no-untyped-def]
     import torch
     from torch import nn
 
-    from tasks.model import DelayModel, make_deterministic
-    from tasks.training import positive_weight
+    from tasks.ml.model import DelayModel, make_deterministic
+    from tasks.ml.training import positive_weight
 
     make_deterministic(settings.seed, settings.threads)
     model = DelayModel(config)
@@ -57,8 +57,8 @@ def real_step(train, valid, config, settings, store: Path) -> float:  # type: ig
     """Samples/s of the train stage's own loop, with its MLflow epoch logging."""
     import mlflow
 
+    from tasks.ml.training import fit
     from tasks.train import epoch_logger
-    from tasks.training import fit
 
     store.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
@@ -72,11 +72,11 @@ def real_step(train, valid, config, settings, store: Path) -> float:  # type: ig
 
 
 def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> None:
-    from tasks.config import load_params
-    from tasks.features import Encoders
-    from tasks.io import read_json
+    from tasks.core.config import load_params
+    from tasks.core.io import read_json
+    from tasks.ml.features import Encoders
+    from tasks.ml.training import FitSettings
     from tasks.train import load_split, model_config, tensors
-    from tasks.training import FitSettings
 
     params = load_params(ROOT / "params.yaml").train
     encoders = Encoders.from_json(read_json(features / "encoders.json"))

@@ -19,20 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import secrets
-from tasks.cli_support import (
-    EXIT_BUSY,
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    Busy,
-    StepError,
-    Stopped,
-    configure_logging,
-    fail,
-    raise_stopped,
-)
-from tasks.config import ConfigError, Params, load_params
-from tasks.paths import Paths
+from tasks.core import secrets
+from tasks.core.config import Params, load_params
+from tasks.core.entry import configure_logging, raise_stopped
+from tasks.core.errors import ConfigError, PlumberError, StepError, Stopped, report
+from tasks.core.paths import Paths
 
 if TYPE_CHECKING:
     from tasks.demo.upstream import Upstream
@@ -99,19 +90,15 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
             say(f"stopped: {signal_name(signum)} received; the run is recorded as crashed "
                 "and the next run finishes what it left")  # fmt: skip
             return 128 + signum
-    from flows.stages import StageFailed
+    from flows.stages import StageCancelled
 
     if state.is_cancelled():
-        return fail("cancelled", state.message or "the flow run was cancelled", EXIT_FAILURE)
+        return report(StageCancelled(state.message or "the flow run was cancelled"))
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
-        if isinstance(error, Busy) or (isinstance(error, StageFailed) and error.busy):
-            return fail("busy", getattr(error, "error", error), EXIT_BUSY)
-        if isinstance(error, ConfigError):
-            return fail("error", error, EXIT_USAGE)
-        if isinstance(error, StageFailed | StepError):  # its own words: "stage X failed: ..."
-            return fail("error", error, EXIT_FAILURE)
-        return fail("error", state.message or "the flow failed", EXIT_FAILURE)
+        if isinstance(error, PlumberError):  # its own words: "stage X failed: ..."
+            return report(error)
+        return report(StepError(state.message or "the flow failed"))
     print(format_run(state.result(), paths))
     return 0
 
@@ -152,18 +139,18 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
         f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"
     )
     if report["retrain"]:
-        from flows.retrain import describe as describe_verdict
+        from tasks.ops.retrain import describe as describe_verdict
 
         lines.append(describe_verdict(report["retrain"]))
     if not report["release"]:  # no retrain, and no candidate waiting for its release
         return "\n".join(lines)
     metrics = paths.reports / "metrics.json"
     if metrics.exists():
+        from tasks.core.io import read_json
         from tasks.evaluate import summary
-        from tasks.io import read_json
 
         lines.append(summary(read_json(metrics)))
-    from tasks.release import Outcome, describe
+    from tasks.release.run import Outcome, describe
 
     lines.append(describe(Outcome(**report["release"])))
     return "\n".join(lines)
@@ -232,7 +219,7 @@ def cmd_server(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_push(args: argparse.Namespace, paths: Paths) -> int:
     """Check the DVC cache, then `dvc push`: a corrupt object is never sent."""
-    from tasks.integrity import verify_cache
+    from tasks.data.integrity import verify_cache
 
     repaired, damaged = verify_cache(paths.root)
     for line in repaired:
@@ -245,7 +232,7 @@ def cmd_push(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
-    from tasks.status import format_status, status
+    from tasks.ops.status import format_status, status
 
     data = status(paths, model_name=load_params(paths.params).release.model_name)
     print(json.dumps(data, indent=2) if args.json else format_status(data))
@@ -253,7 +240,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_release(args: argparse.Namespace, paths: Paths) -> int:
-    from tasks import release
+    from tasks.release import run as release
 
     outcome = release.run(load_params(paths.params), paths, force=args.force, reason=args.reason)
     print(release.describe(outcome))
@@ -261,7 +248,7 @@ def cmd_release(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_releases(args: argparse.Namespace, paths: Paths) -> int:
-    from tasks import registry
+    from tasks.release import registry
 
     name = load_params(paths.params).release.model_name
     client = registry.connect(paths)
@@ -275,7 +262,7 @@ def cmd_releases(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, paths: Paths) -> int:
-    from tasks import release
+    from tasks.release import run as release
 
     entry = release.rollback(load_params(paths.params), paths, reason=args.reason, to=args.to)
     print(f"champion: version {entry['from']} -> {entry['to']} ({entry['reason']})")
@@ -283,7 +270,7 @@ def cmd_rollback(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
-    from tasks import predict
+    from tasks.release import predict
 
     rows = predict.run(load_params(paths.params), paths, args.input, args.output)
     print(f"scored {rows:,} rows with the champion -> {args.output}")
@@ -291,7 +278,7 @@ def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def _demo_upstream(args: argparse.Namespace, paths: Paths) -> Upstream:
-    from tasks.config import SqlSource
+    from tasks.core.config import SqlSource
     from tasks.demo.upstream import Upstream
 
     flights = load_params(paths.params).collect.sources.get("flights")
@@ -475,17 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.func not in (cmd_run, cmd_serve):  # flow runs log through Prefect's handlers
         configure_logging()
     _use_project_environment(paths)
-    from tasks.demo import DemoError
-    from tasks.sources import SourceError
-
     try:
         return int(args.func(args, paths))
-    except ConfigError as exc:
-        return fail("error", exc, EXIT_USAGE)
-    except Busy as exc:
-        return fail("busy", exc, EXIT_BUSY)
-    except (DemoError, SourceError, StepError, OSError) as exc:
-        return fail("error", exc, EXIT_FAILURE)
+    except (PlumberError, OSError) as exc:
+        return report(exc)
 
 
 if __name__ == "__main__":

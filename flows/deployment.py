@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.config import ConfigError, ServeParams
+from tasks.core.config import ServeParams
+from tasks.core.errors import ConfigError
 
 ENTRYPOINT = "flows/pipeline.py:pipeline"
 COLLISION = {"wait": "ENQUEUE", "cancel": "CANCEL_NEW"}

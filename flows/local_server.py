@@ -41,10 +41,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.cli_support import StepError
-from tasks.config import ServerParams
-from tasks.io import write_json
-from tasks.paths import Paths
+from tasks.core.config import ServerParams
+from tasks.core.errors import StepError
+from tasks.core.io import write_json
+from tasks.core.paths import Paths
 
 HOST = "127.0.0.1"
 STATE = "server.json"
@@ -228,7 +228,7 @@ def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 def pid_alive(pid: Any) -> bool:
     """Whether `pid` is a live process (not a zombie)."""
-    from tasks.journal import process_started
+    from tasks.core.journal import process_started
 
     return isinstance(pid, int) and pid > 0 and process_started(pid) is not None
 
@@ -313,7 +313,7 @@ def _idle(paths: Paths, home: Path) -> bool:
         return False
     if idle_minutes <= 0 or time.time() - last_used < idle_minutes * 60:
         return False
-    from tasks.locks import is_free
+    from tasks.core.locks import is_free
 
     return is_free(paths.var / "run.lock")  # a run in progress is not idleness
 

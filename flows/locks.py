@@ -1,7 +1,7 @@
 """Who holds the repository: one flow run at a time, and no two stages at once.
 
-- A flow run holds var/run.lock from start to end (tasks/locks.py), however it started.
-- Every stage's command holds var/stage.lock while it runs (tasks/cli_support.py), whether
+- A flow run holds var/run.lock from start to end (tasks/core/locks.py), however it started.
+- Every stage's command holds var/stage.lock while it runs (tasks/core/entry.py), whether
   the flow or a `dvc repro` typed by hand started it: stages never overlap.
 - Before each stage the flow waits for DVC: its repository lock (.dvc/tmp/lock, held by
   any DVC command) and its per-output locks (.dvc/tmp/rwlock, held by a stage DVC runs).
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.cli_support import Busy
-from tasks.locks import exclusive
-from tasks.paths import Paths
+from tasks.core.errors import Busy
+from tasks.core.locks import exclusive
+from tasks.core.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def dvc_holder(root: Path) -> str | None:
 
 def rwlock_holders(root: Path) -> list[tuple[int, str]]:
     """Live processes in DVC's per-output lock file (DVC itself drops dead ones)."""
-    from tasks.journal import process_started
+    from tasks.core.journal import process_started
 
     try:
         data = json.loads((root / ".dvc" / "tmp" / "rwlock").read_text())

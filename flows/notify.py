@@ -44,8 +44,8 @@ def post_json(url: str, payload: dict[str, Any], timeout: float) -> bool:
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect on_failure hook of the pipeline flow."""
     from flows.stages import StageFailed
-    from tasks.config import load_params
-    from tasks.paths import Paths
+    from tasks.core.config import load_params
+    from tasks.core.paths import Paths
 
     try:
         params = load_params(Paths.at(flow_run.parameters.get("root", ".")).params)

@@ -1,6 +1,6 @@
 """Parameter overrides for one run, from the Prefect UI or `plumber run --set KEY=VALUE`.
 
-Their types come from the models that validate params.yaml (tasks/config.py): every field
+Their types come from the models that validate params.yaml (tasks/core/config.py): every field
 of an overridable section, optional. An override is written into params.yaml (comments and
 quoting kept), as `dvc exp run --set-param` does, so dvc.lock records what the stages ran
 with and `dvc repro` afterwards agrees; the merged file is validated before it is written.
@@ -14,8 +14,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from tasks.config import (
-    ConfigError,
+from tasks.core.config import (
     EvaluateParams,
     FeaturizeParams,
     Params,
@@ -24,6 +23,7 @@ from tasks.config import (
     ValidateParams,
     describe_errors,
 )
+from tasks.core.errors import ConfigError
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "validate": ValidateParams,
@@ -115,7 +115,7 @@ def _update_in_place(params_file: Path, changes: dict[str, dict[str, Any]]) -> N
 
     from ruamel.yaml import YAML
 
-    from tasks.io import atomic_path
+    from tasks.core.io import atomic_path
 
     rt = YAML()
     rt.preserve_quotes = True

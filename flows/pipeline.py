@@ -7,7 +7,7 @@ retrain policy left out in "Skipped"; both are Completed, neither ran.
 Each run first repairs what a killed run left: its own record (var/last_run.json, and the
 run's state in Prefect) says crashed, MLflow runs still RUNNING end KILLED, registry
 versions left pending are abandoned (`recover`); the retrain policy then finishes stages
-a stopped run left undone and judges a candidate no release judged (flows/retrain.py).
+a stopped run left undone and judges a candidate no release judged (tasks/ops/retrain.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, Completed
 
-from flows import retrain, summary
+from flows import summary
 from flows.locks import run_lock
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
@@ -38,10 +38,11 @@ from flows.stages import (
     reproduce_stage,
     stage_order,
 )
-from tasks import secrets
-from tasks.cli_support import Busy
-from tasks.config import ConfigError, FlowParams, Params, load_params
-from tasks.paths import Paths
+from tasks.core import secrets
+from tasks.core.config import FlowParams, Params, load_params
+from tasks.core.errors import Busy, ConfigError
+from tasks.core.paths import Paths
+from tasks.ops import retrain
 
 # Prefect hands its log handlers to these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but not
 # a level, and the root's WARNING would hide the stages' INFO lines from the run's logs.
@@ -113,7 +114,7 @@ def retrain_policy(
 @masking
 def recover(root: Path, model_name: str) -> list[str]:
     """What killed operations left in MLflow, repaired (asks MLflow only if there is any)."""
-    from tasks import recovery
+    from tasks.release import recovery
 
     paths = Paths.at(root)
     return recovery.recover(paths, model_name) if recovery.needed(paths) else []
@@ -123,7 +124,7 @@ def recover(root: Path, model_name: str) -> list[str]:
 @masking
 def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     """The gate and the registry, after the stages: its side effects stay out of DVC."""
-    from tasks import release
+    from tasks.release import run as release
 
     paths = Paths.at(root)
     return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()

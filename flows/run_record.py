@@ -5,7 +5,7 @@ hooks when it ends (completed, failed, crashed, cancelled), so a run started by 
 run`, a schedule or the Prefect UI is recorded alike. A SIGKILL runs no hook: the record
 then still says RUNNING while its process is gone, which `effective()` reads as CRASHED,
 and the next flow run writes down (also in Prefect, where the run would otherwise stay
-Running for ever). `effective()` is in tasks/status.py, which reads the record.
+Running for ever). `effective()` is in tasks/ops/status.py, which reads the record.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import logging
 import os
 from typing import Any
 
-from tasks.io import read_json, write_json
-from tasks.journal import process_started
-from tasks.paths import Paths
-from tasks.status import CRASHED, LAST_RUN, RUNNING, effective
+from tasks.core.io import read_json, write_json
+from tasks.core.journal import process_started
+from tasks.core.paths import Paths
+from tasks.ops.status import CRASHED, LAST_RUN, RUNNING, effective
 
 log = logging.getLogger(__name__)
 

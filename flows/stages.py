@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import progress
-from tasks.cli_support import LOG_FORMAT_ENV, Busy, StepError
-from tasks.progress import Bars
-from tasks.secrets import mask
+from tasks.core import progress
+from tasks.core.entry import LOG_FORMAT_ENV
+from tasks.core.errors import Busy, StepError
+from tasks.core.progress import Bars
+from tasks.core.secrets import mask
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,21 @@ class StageResult:
 class StageCancelled(StepError):
     """The flow run was cancelled (Prefect UI or API) while the stage ran: it was stopped."""
 
+    kind = "cancelled"
 
-class StageFailed(Exception):
-    """A stage of the flow failed; names it, so reports and notifications can."""
+
+class StageFailed(StepError):
+    """A stage of the flow failed; names it, so reports and notifications can. Ends the
+    command as its cause would (busy: 75), else as a failure (1)."""
 
     def __init__(self, stage: str, error: BaseException | str) -> None:
-        from tasks.secrets import mask
+        from tasks.core.secrets import mask
 
         self.stage, self.error = stage, mask(str(error))
         self.busy = isinstance(error, Busy)  # waited too long for another process
         self.cancelled = isinstance(error, StageCancelled)
+        if self.busy:
+            self.kind, self.exit_code = Busy.kind, Busy.exit_code
         super().__init__(f"stage {stage} failed: {error}")
 
 
@@ -129,7 +135,7 @@ def reproduce_stage(
     The stage's process sees the flow run's id, so its MLflow run can name it.
     """
     from flows.locks import wait_for_dvc
-    from tasks.tracking import FLOW_RUN_ENV
+    from tasks.core.tracking import FLOW_RUN_ENV
 
     wait_for_dvc(root, lock_timeout)
     start = time.perf_counter()
@@ -197,7 +203,7 @@ def run_captured(
     process is killed outright, the guard stops the group itself. `stop_when`, asked
     every few seconds, stops the group too when it answers True (a cancelled flow run).
     """
-    from tasks import guard
+    from tasks.core import guard
 
     proc = subprocess.Popen(
         guard.command(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.io import read_json
-from tasks.paths import Paths
+from tasks.core.io import read_json
+from tasks.core.paths import Paths
 
 ARTIFACT_KEY = "plumber-run-summary"
 
@@ -21,7 +21,7 @@ def mlflow_run(paths: Paths) -> dict[str, Any] | None:
     train = read_json(paths.models / "train.json", default=None)
     if not train:
         return None
-    from tasks.tracking import safe_uri, tracking_uri
+    from tasks.core.tracking import safe_uri, tracking_uri
 
     uri = tracking_uri(paths)
     link = None
@@ -75,7 +75,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"**quarantined** in this data version: {rows['quarantined']:,}",
     ]
     if summary["retrain"]:
-        from flows.retrain import describe
+        from tasks.ops.retrain import describe
 
         lines.append(f"- **Retrain policy:** {describe(summary['retrain'])}")
     mlflow_run = summary["mlflow_run"]
@@ -115,7 +115,7 @@ def publish(summary: dict[str, Any], paths: Paths) -> None:
     and as var/last_summary.{json,md} for whoever has no Prefect UI at hand."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.io import atomic_path, write_json
+    from tasks.core.io import atomic_path, write_json
 
     text = markdown(summary)
     write_json(paths.var / "last_summary.json", summary)

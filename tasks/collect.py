@@ -28,9 +28,9 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
 
-from tasks import integrity
-from tasks.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
-from tasks.io import (
+from tasks.core.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
+from tasks.core.errors import SourceError
+from tasks.core.io import (
     prefetched,
     read_json,
     remove_stale_temps,
@@ -38,7 +38,10 @@ from tasks.io import (
     write_json,
     write_parquet,
 )
-from tasks.partitions import (
+from tasks.core.paths import Paths
+from tasks.core.progress import Progress
+from tasks.data import integrity
+from tasks.data.partitions import (
     DAY,
     SOURCE_FILE,
     day_groups,
@@ -52,9 +55,7 @@ from tasks.partitions import (
     storable,
     without_files,
 )
-from tasks.paths import Paths
-from tasks.progress import Progress
-from tasks.sources import SourceError, files
+from tasks.data.sources import files
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def pull(
     since = state.get("watermark")
     # Connectors are imported when used: a project without HTTP sources never loads httpx.
     if isinstance(source, SqlSource):
-        from tasks.sources.sql import read_sql
+        from tasks.data.sources.sql import read_sql
 
         batches = read_sql(name, source, since=since, chunk_rows=params.chunk_rows, root=paths.root)
         if reread:
@@ -84,7 +85,7 @@ def pull(
             batches = itertools.chain(batches, again)
         return batches, {}, {}
     if isinstance(source, HttpSource):
-        from tasks.sources.http import read_http
+        from tasks.data.sources.http import read_http
 
         if reread:
             raise SourceError(
@@ -305,7 +306,7 @@ def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> d
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from tasks.cli_support import run_step
+    from tasks.core.entry import run_step
 
     parser = argparse.ArgumentParser(
         prog="python -m tasks.collect", description=__doc__.split("\n")[0]

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.baselines import BASELINES
-from tasks.config import EvaluateParams, Params, load_params
-from tasks.features import LABEL, Encoders
-from tasks.io import read_json, replace_dir, require, write_json, write_parquet
-from tasks.metrics import REPORTED, choose_threshold, metric_block, recall_at_precision
-from tasks.paths import Paths
+from tasks.core.config import EvaluateParams, Params, load_params
+from tasks.core.io import read_json, replace_dir, require, write_json, write_parquet
+from tasks.core.paths import Paths
+from tasks.ml.baselines import BASELINES
+from tasks.ml.features import LABEL, Encoders
+from tasks.ml.inference import probabilities
+from tasks.ml.metrics import REPORTED, choose_threshold, metric_block, recall_at_precision
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def calibration_points(y: np.ndarray, proba: np.ndarray, bins: int) -> pd.DataFr
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     import torch
 
-    from tasks.model import load_checkpoint
+    from tasks.ml.model import load_checkpoint
 
     cfg = params.evaluate
     trained = read_json(require(paths.models / "train.json", "train"))
@@ -84,24 +85,25 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     frames = {
         n: pd.read_parquet(paths.features / f"{n}.parquet") for n in ("train", "valid", "test")
     }
-    inputs = {n: encoders.transform(f) for n, f in frames.items()}
     labels = {n: f[LABEL].to_numpy() for n, f in frames.items()}
 
     torch.set_num_threads(params.train.threads)
     model = load_checkpoint(paths.models / "model.pt")
-    predictors = {
-        "model": lambda c, n: model.predict_proba(torch.from_numpy(c), torch.from_numpy(n)).numpy()
-    }
+    # The model is scored as the released one will be (tasks/ml/inference.py); the
+    # baselines on the same encoded rows.
+    scorers: dict[str, Any] = {"model": lambda name: probabilities(model, encoders, frames[name])}
+    encoded = {n: encoders.transform(frames[n]) for n in ("train", "valid", "test")}
     for name, make in BASELINES.items():
         started = time.perf_counter()
-        predictors[name] = make(*inputs["train"], labels["train"], params.train.seed)
+        predict = make(*encoded["train"], labels["train"], params.train.seed)
+        scorers[name] = lambda window, predict=predict: predict(*encoded[window])
         log.info("baseline %s fitted in %.1fs", name, time.perf_counter() - started)
 
     blocks: dict[str, dict[str, float]] = {}
     probas: dict[str, np.ndarray] = {}
-    for name, predict in predictors.items():
-        valid_p = predict(*inputs["valid"]).astype(np.float64)
-        probas[name] = predict(*inputs["test"]).astype(np.float64)
+    for name, score in scorers.items():
+        valid_p = score("valid").astype(np.float64)
+        probas[name] = score("test").astype(np.float64)
         threshold = choose_threshold(labels["valid"], valid_p, cfg.min_precision)
         blocks[name] = metric_block(
             labels["test"], probas[name], threshold, cfg.min_precision, cfg.calibration_bins
@@ -143,7 +145,7 @@ def _write_outputs(
         pd.DataFrame({"actual": y.astype(int), "predicted": warn}).to_csv(
             staged / "confusion.csv", index=False
         )
-        from tasks.plots import save_pngs
+        from tasks.ml.plots import save_pngs
 
         save_pngs(staged, report)
         replace_dir(staged, paths.reports / "plots")
@@ -160,7 +162,7 @@ def _log_to_mlflow(paths: Paths, run_id: str, report: dict[str, Any]) -> None:
     import mlflow
     from mlflow.entities import Metric
 
-    from tasks import tracking
+    from tasks.core import tracking
 
     tracking.start(paths)
     stamp = int(time.time() * 1000)
@@ -192,7 +194,7 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.cli_support import stage_main
+    from tasks.core.entry import stage_main
 
     def work() -> None:
         paths = Paths.at()

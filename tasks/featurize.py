@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.cli_support import StepError
-from tasks.config import FeaturizeParams, load_params
-from tasks.features import LABEL, Encoders, build_rows, split_by_days
-from tasks.io import replace_dir, write_json, write_parquet
-from tasks.paths import Paths
+from tasks.core.config import FeaturizeParams, load_params
+from tasks.core.errors import StepError
+from tasks.core.io import replace_dir, write_json, write_parquet
+from tasks.core.paths import Paths
+from tasks.ml.features import LABEL, Encoders, build_rows, split_by_days
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def run(params: FeaturizeParams, paths: Paths) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.cli_support import stage_main
+    from tasks.core.entry import stage_main
 
     def work() -> None:
         paths = Paths.at()

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import Params, TrainParams, load_params
-from tasks.features import LABEL, Encoders
-from tasks.io import read_json, remove_stale_temps, require, write_json
-from tasks.paths import Paths
-from tasks.progress import Progress
+from tasks.core.config import Params, TrainParams, load_params
+from tasks.core.io import read_json, remove_stale_temps, require, write_json
+from tasks.core.paths import Paths
+from tasks.core.progress import Progress
+from tasks.ml.features import LABEL, Encoders
 
 if TYPE_CHECKING:  # torch is imported only when training runs
-    from tasks.model import ModelConfig
-    from tasks.training import Tensors
+    from tasks.ml.model import ModelConfig
+    from tasks.ml.training import Tensors
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,14 @@ def load_split(paths: Paths, name: str) -> pd.DataFrame:
 
 
 def tensors(frame: pd.DataFrame, encoders: Encoders) -> Tensors:
-    from tasks.training import Tensors
+    from tasks.ml.training import Tensors
 
     codes, numeric = encoders.transform(frame)
     return Tensors.from_arrays(codes, numeric, frame[LABEL].to_numpy(dtype=np.float32))
 
 
 def model_config(cfg: TrainParams, encoders: Encoders, train: Tensors) -> ModelConfig:
-    from tasks.model import ModelConfig
+    from tasks.ml.model import ModelConfig
 
     return ModelConfig(
         cardinalities=encoders.cardinalities(),
@@ -79,9 +79,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from tasks import journal, recovery, tracking
-    from tasks.model import save_checkpoint
-    from tasks.training import FitSettings, fit, positive_weight
+    from tasks.core import journal, runs, tracking
+    from tasks.ml.model import save_checkpoint
+    from tasks.ml.training import FitSettings, fit, positive_weight
 
     cfg = params.train
     remove_stale_temps(paths.models)  # a checkpoint write cut short by a kill
@@ -93,11 +93,11 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
     experiment = tracking.start(paths)
     client = mlflow.MlflowClient()
-    recovery.end_orphaned_runs(client, paths)  # earlier trainings that were killed
+    runs.end_orphaned_runs(client, paths)  # earlier trainings that were killed
     with (
         journal.intent(paths, "training") as entry,
-        mlflow.start_run(experiment_id=experiment, tags=recovery.process_tags()) as active,
-        recovery.ended_if_stopped(client, active.info.run_id),
+        mlflow.start_run(experiment_id=experiment, tags=runs.process_tags()) as active,
+        runs.ended_if_stopped(client, active.info.run_id),
     ):
         run_id = active.info.run_id
         entry.note(mlflow_run_id=run_id)
@@ -154,7 +154,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.cli_support import stage_main
+    from tasks.core.entry import stage_main
 
     def work() -> None:
         paths = Paths.at()

@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from tasks.cli_support import StepError
-from tasks.config import Params, Source, ValidateParams, load_params
-from tasks.io import read_json, replace_dir, write_json, write_parquet
-from tasks.partitions import INVALID, META_PREFIX
-from tasks.paths import Paths
-from tasks.schemas import PANDAS_DTYPES, SCHEMAS, References, Schema, to_pandera
+from tasks.core.config import Params, Source, ValidateParams, load_params
+from tasks.core.errors import StepError
+from tasks.core.io import read_json, replace_dir, write_json, write_parquet
+from tasks.core.paths import Paths
+from tasks.data.partitions import INVALID, META_PREFIX
+from tasks.data.schemas import PANDAS_DTYPES, SCHEMAS, References, Schema, to_pandera
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.cli_support import stage_main
+    from tasks.core.entry import stage_main
 
     def work() -> None:
         paths = Paths.at()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.config import load_params
-from tasks.paths import Paths
+from tasks.core.config import load_params
+from tasks.core.paths import Paths
 from tests.factories import MiniProject
 
 # Log lines of tasks.* outside a flow run stay local (as `plumber` sets it), in every test.
@@ -40,7 +40,7 @@ def services_required() -> bool:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """PostgreSQL for tests that need it: skipped when unreachable, unless CI requires it."""
-    from tasks.sources.sql import safe_url
+    from tasks.data.sources.sql import safe_url
 
     try:
         engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})

@@ -13,9 +13,9 @@ import pandas as pd
 import sqlalchemy as sa
 import yaml
 
+from tasks.core.io import write_json, write_parquet
 from tasks.demo.upstream import flights_table, visible_at
-from tasks.features import INPUT, LABEL, Encoders, conform
-from tasks.io import write_json, write_parquet
+from tasks.ml.features import INPUT, LABEL, Encoders, conform
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -284,7 +284,7 @@ def wait_until(check: Any, timeout: float = 60) -> Any:
 def stop_local_server(root: Path) -> None:
     """Stop the local Prefect server a test's `plumber run` started in its copy."""
     from flows import local_server
-    from tasks.paths import Paths
+    from tasks.core.paths import Paths
 
     local_server.stop(Paths.at(root))
 

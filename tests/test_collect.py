@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import collect, partitions
-from tasks.config import load_params
-from tasks.io import read_json
-from tasks.paths import Paths
-from tasks.sources import SourceError
+from tasks import collect
+from tasks.core.config import load_params
+from tasks.core.errors import SourceError
+from tasks.core.io import read_json
+from tasks.core.paths import Paths
+from tasks.data import partitions
 from tests.factories import MiniProject, file_bytes, flight_rows, weather_rows
 
 DAY = dt.date(2013, 3, 1)

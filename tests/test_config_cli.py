@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from flows.cli import main
-from tasks.config import ConfigError, load_params
+from tasks.core.config import load_params
+from tasks.core.errors import ConfigError
 
 ROOT = Path(__file__).parents[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.features import (
+from tasks.ml.features import (
     CATEGORICAL,
     INPUT,
     LABEL,
@@ -141,8 +141,8 @@ def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
 def test_a_few_rows_are_encoded_bit_for_bit_as_in_a_batch() -> None:
     """The served path (a few rows, no pandas per column) against the batch path, on rows
     with missing values, unseen categories and the types JSON brings (objects, None)."""
-    from tasks.features import FEW_ROWS
-    from tasks.serving import plain_rows
+    from tasks.ml.features import FEW_ROWS
+    from tasks.ml.inference import plain_rows
     from tests.factories import joined_rows
 
     rows = joined_rows(["2013-03-01", "2013-03-02"], per_day=40, seed=3)

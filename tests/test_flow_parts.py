@@ -16,8 +16,9 @@ from flows import deployment, summary
 from flows.overrides import Overrides, apply, changes_of, parse_assignments
 from flows.pipeline import check_timeouts
 from flows.stages import _relay, last_error, run_captured
-from tasks.config import ConfigError, FlowParams, ServeParams, load_params
-from tasks.paths import Paths
+from tasks.core.config import FlowParams, ServeParams, load_params
+from tasks.core.errors import ConfigError
+from tasks.core.paths import Paths
 
 ROOT = Path(__file__).parents[1]
 
@@ -241,7 +242,7 @@ def dvc_project(tmp_path: Path) -> Path:
 
 def test_a_stage_runs_through_dvc_and_its_failures_are_named(dvc_project: Path) -> None:
     from flows.stages import RAN, UNCHANGED, StageTimeout, reproduce_stage
-    from tasks.cli_support import Busy, StepError
+    from tasks.core.errors import Busy, StepError
 
     assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == RAN
     assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == UNCHANGED
@@ -257,7 +258,7 @@ def test_a_stage_runs_through_dvc_and_its_failures_are_named(dvc_project: Path) 
 
 def test_a_busy_stage_is_not_retried() -> None:
     from flows.pipeline import _not_busy
-    from tasks.cli_support import Busy, StepError
+    from tasks.core.errors import Busy, StepError
 
     class Failed:
         def __init__(self, error: Exception) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import ReleaseParams
-from tasks.gate import NO_CHANGE, REJECTED, RELEASED, Evidence, decide
+from tasks.core.config import ReleaseParams
+from tasks.release.gate import NO_CHANGE, REJECTED, RELEASED, Evidence, decide
 
 POLICY = ReleaseParams(
     min_recall_at_precision=0.5, min_pr_auc=0.5, min_lift_over_majority=0.3,

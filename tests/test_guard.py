@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import guard
+from tasks.core import guard
 from tests.factories import wait_until
 
 ROOT = Path(__file__).parents[1]
@@ -32,7 +32,7 @@ def test_the_command_and_its_children_die_with_the_parent_even_on_sigkill() -> N
     # A parent that starts a guarded tree, prints the guard's pid, then sleeps: we kill -9 it.
     parent = subprocess.Popen(
         [sys.executable, "-c",
-         "import subprocess, sys, time; from tasks import guard\n"
+         "import subprocess, sys, time; from tasks.core import guard\n"
          f"p = subprocess.Popen(guard.command({TREE!r}), start_new_session=True)\n"
          "print(p.pid, flush=True); time.sleep(300)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,

@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tasks import collect, integrity, validate
-from tasks.cli_support import StepError
-from tasks.config import load_params
-from tasks.io import read_json
-from tasks.paths import Paths
-from tasks.sources import SourceError
-from tasks.status import status
+from tasks import collect, validate
+from tasks.core.config import load_params
+from tasks.core.errors import SourceError, StepError
+from tasks.core.io import read_json
+from tasks.core.paths import Paths
+from tasks.data import integrity
+from tasks.ops.status import status
 from tests.factories import MiniProject, file_bytes, weather_rows
 
 DAY = dt.date(2013, 3, 1)

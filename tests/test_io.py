@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.io import atomic_path, prefetched, remove_stale_temps, write_parquet
+from tasks.core.io import atomic_path, prefetched, remove_stale_temps, write_parquet
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from flows import local_server
-from tasks.config import ServerParams
-from tasks.paths import Paths
+from tasks.core.config import ServerParams
+from tasks.core.paths import Paths
 from tests.factories import wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import yaml
 
 from flows.cli import main
 from flows.locks import run_lock, wait_for_dvc
-from tasks.cli_support import EXIT_BUSY, Busy
-from tasks.paths import Paths
+from tasks.core.errors import EXIT_BUSY, Busy
+from tasks.core.paths import Paths
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,7 +21,7 @@ def _hold_run_lock(root: Path) -> subprocess.Popen[str]:
     """Another process holding var/run.lock, as a running `plumber run` does."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time; from flows.locks import run_lock; "
-         "from tasks.paths import Paths\n"
+         "from tasks.core.paths import Paths\n"
          f"with run_lock(Paths.at({str(root)!r}), 5):\n print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.metrics import (
+from tasks.ml.metrics import (
     NEVER,
     choose_threshold,
     expected_calibration_error,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli_support import StepError
-from tasks.predict import read_rows
+from tasks.core.errors import StepError
+from tasks.release.predict import read_rows
 
 
 def test_bad_input_files_are_named(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tasks import progress
-from tasks.progress import Bars, Progress
+from tasks.core import progress
+from tasks.core.progress import Bars, Progress
 
 
 def test_off_when_nobody_watches(monkeypatch, capsys) -> None:

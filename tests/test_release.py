@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import evaluate, registry, release, train
-from tasks.cli_support import StepError
-from tasks.config import Params, load_params
-from tasks.paths import Paths
+from tasks import evaluate, train
+from tasks.core.config import Params, load_params
+from tasks.core.errors import StepError
+from tasks.core.paths import Paths
+from tasks.release import registry
+from tasks.release import run as release
 from tests.factories import ROOT, feature_project
 
 # Random rows: a lenient gate, so the decisions below follow from the champion comparison.
@@ -99,7 +101,7 @@ def test_first_release_registers_evidence_and_moves_champion(project) -> None:
     assert "already judged as version 1" in again.reasons[0]
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1
 
-    from tasks.status import status
+    from tasks.ops.status import status
 
     assert status(paths, NAME)["champion"]["version"] == "1"
 
@@ -120,6 +122,9 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(project) ->
         champion_metrics["recall_at_precision"], abs=1e-4
     )
     assert rescored["pr_auc"] == pytest.approx(champion_metrics["pr_auc"], abs=1e-4)
+    # The rows are the whole test window, and the candidate is measured on them at its own
+    # threshold, as evaluate measured it (not at 0.5).
+    assert outcome.compared["candidate (same rows)"] == outcome.compared["candidate"]
     assert outcome.decision in ("released", "rejected", "no-change")
 
     if outcome.decision != "released":  # a forced release registers a new version
@@ -309,7 +314,7 @@ def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory)
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() < deadline, "the server did not come up in 120 s"
                 time.sleep(0.5)
-        from tasks.serving import plain_rows
+        from tasks.ml.inference import plain_rows
 
         body = {"dataframe_split": json.loads(
             plain_rows(test).to_json(orient="split", index=False))}  # fmt: skip
@@ -329,7 +334,8 @@ def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory)
 def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(project) -> None:
     import json as json_
 
-    from tasks import journal, recovery
+    from tasks.core import journal
+    from tasks.release import recovery
 
     params, paths = project
     release.run(params, paths)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.retrain import LastTraining, decide, describe, last_training, rows_after, verdict
-from tasks.config import RetrainWhen
-from tasks.paths import Paths
+from tasks.core.config import RetrainWhen
+from tasks.core.paths import Paths
+from tasks.ops.retrain import LastTraining, decide, describe, last_training, rows_after, verdict
 
 NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
 RULE = RetrainWhen(new_rows=500, days_since_training=7)
@@ -110,7 +110,7 @@ STAGES = ["featurize", "train", "evaluate"]
     ],
 )  # fmt: skip
 def test_unfinished_stages_are_read_from_dvc_lock(lock: dict, behind: list[str]) -> None:
-    from flows.retrain import unfinished_stages
+    from tasks.ops.retrain import unfinished_stages
 
     assert unfinished_stages(lock, STAGES) == behind
 
@@ -118,7 +118,7 @@ def test_unfinished_stages_are_read_from_dvc_lock(lock: dict, behind: list[str])
 def test_a_candidate_no_release_judged_awaits_its_release(tmp_path: Path) -> None:
     import yaml
 
-    from flows.retrain import unjudged_run
+    from tasks.ops.retrain import unjudged_run
 
     paths = Paths.at(tmp_path)
     assert unjudged_run(paths) is None  # nothing trained

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from tasks import secrets
-from tasks.cli_support import Busy, StepError
+from tasks.core import secrets
+from tasks.core.errors import Busy, StepError
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.io import sha256_file
-from tasks.sources import SourceError, files
-from tasks.sources.files import read_file, scan_folder
+from tasks.core.errors import SourceError
+from tasks.core.io import sha256_file
+from tasks.data.sources import files
+from tasks.data.sources.files import read_file, scan_folder
 from tests.factories import MiniProject, weather_rows
 
 DAY = dt.date(2013, 3, 1)

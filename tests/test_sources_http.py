@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlparse
 import pandas as pd
 import pytest
 
-from tasks.config import HttpSource
-from tasks.sources import SourceError
-from tasks.sources.http import backoff_seconds, read_http
+from tasks.core.config import HttpSource
+from tasks.core.errors import SourceError
+from tasks.data.sources.http import backoff_seconds, read_http
 
 Respond = Callable[[int, dict[str, str]], tuple[int, dict[str, str], Any]]
 

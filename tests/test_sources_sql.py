@@ -7,9 +7,9 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from tasks.config import ConfigError, SqlSource
-from tasks.sources import SourceError
-from tasks.sources.sql import read_sql
+from tasks.core.config import SqlSource
+from tasks.core.errors import ConfigError, SourceError
+from tasks.data.sources.sql import read_sql
 from tests.factories import MiniProject, flight_rows
 
 KEY = ["year", "month", "day", "carrier", "flight", "origin"]

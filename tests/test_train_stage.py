@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.io import read_json
+from tasks.core.io import read_json
 from tests.factories import feature_project
 
 ROOT = Path(__file__).parents[1]
@@ -30,8 +30,8 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
     import mlflow
 
     from tasks import evaluate, train
-    from tasks.config import load_params
-    from tasks.paths import Paths
+    from tasks.core.config import load_params
+    from tasks.core.paths import Paths
 
     paths = Paths.at(project)
     params = load_params(paths.params)
@@ -90,9 +90,9 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
 
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     from tasks import evaluate, train
-    from tasks.cli_support import StepError
-    from tasks.config import load_params
-    from tasks.paths import Paths
+    from tasks.core.config import load_params
+    from tasks.core.errors import StepError
+    from tasks.core.paths import Paths
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     paths = Paths.at(tmp_path)
@@ -108,9 +108,9 @@ def test_featurize_with_too_few_days_names_the_params(tmp_path: Path) -> None:
     import datetime as dt
 
     from tasks import collect, featurize, validate
-    from tasks.cli_support import StepError
-    from tasks.config import load_params
-    from tasks.paths import Paths
+    from tasks.core.config import load_params
+    from tasks.core.errors import StepError
+    from tasks.core.paths import Paths
     from tests.factories import MiniProject
 
     project = MiniProject(tmp_path)

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import torch
 
-from tasks.model import DelayModel, ModelConfig, load_checkpoint, save_checkpoint
-from tasks.training import FitSettings, Tensors, fit, positive_weight
+from tasks.ml.model import DelayModel, ModelConfig, load_checkpoint, save_checkpoint
+from tasks.ml.training import FitSettings, Tensors, fit, positive_weight
 
 CONFIG = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], dropout=0.0, members=2)
 

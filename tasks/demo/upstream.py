@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import sqlalchemy as sa
 
-from tasks.demo import DemoError
-from tasks.io import atomic_path, read_json, write_json
-from tasks.sources.sql import safe_url
+from tasks.core.errors import DemoError
+from tasks.core.io import atomic_path, read_json, write_json
+from tasks.data.sources.sql import safe_url
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,91 @@
+"""Intent records: what an operation that writes to MLflow is doing, kept until it ends.
+
+    var/journal/<operation>-<pid>.json   {"operation", "pid", "pid_started", "started", ...}
+
+Training and releases write one when they start and remove it when they end, failed or
+not. A SIGKILL runs no cleanup code, so a record whose process is gone is a killed
+operation: its MLflow run may still say RUNNING, its registry version may still be
+`pending`. The next run reads these records to know, without asking MLflow, whether there
+is anything to repair (tasks/release/recovery.py), which keeps a run with nothing new fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.core.io import write_json
+from tasks.core.paths import Paths
+
+
+def folder(paths: Paths) -> Path:
+    return paths.var / "journal"
+
+
+def process_started(pid: int) -> float | None:
+    """When the process began (seconds since boot, from /proc), or None if it is gone.
+    With the pid it names one process: a pid reused later has another start time."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":  # exited, not yet reaped
+        return None
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_alive(pid: int, started: float | None) -> bool:
+    now = process_started(pid)
+    return now is not None and (started is None or abs(now - started) < 0.05)
+
+
+@dataclass
+class Intent:
+    path: Path
+    record: dict[str, Any]
+
+    def note(self, **more: Any) -> None:
+        """Add what the operation learnt (its MLflow run id, its registry version)."""
+        self.record.update(more)
+        write_json(self.path, self.record)
+
+
+@contextmanager
+def intent(paths: Paths, operation: str, **info: Any) -> Iterator[Intent]:
+    """Record the operation for its duration; the record stays only if it is killed."""
+    pid = os.getpid()
+    record = {
+        "operation": operation,
+        "pid": pid,
+        "pid_started": process_started(pid),
+        "host": socket.gethostname(),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **info,
+    }
+    entry = Intent(folder(paths) / f"{operation}-{pid}.json", record)
+    write_json(entry.path, record)
+    try:
+        yield entry
+    finally:
+        entry.path.unlink(missing_ok=True)
+
+
+def unfinished(paths: Paths) -> list[tuple[Path, dict[str, Any]]]:
+    """The records whose process is gone: operations that were killed."""
+    found = []
+    for path in sorted(folder(paths).glob("*.json")) if folder(paths).is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            found.append((path, {"operation": path.stem.split("-")[0]}))  # torn write
+            continue
+        if not process_alive(int(record.get("pid", -1)), record.get("pid_started")):
+            found.append((path, record))
+    return found

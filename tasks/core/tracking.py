@@ -1,0 +1,166 @@
+"""MLflow: where runs are stored, and the lineage tags every run carries.
+
+Nothing here runs on import: commands call these when they start a run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from tasks.core.paths import Paths
+
+EXPERIMENT = "plumber"
+FLOW_RUN_ENV = "PLUMBER_FLOW_RUN_ID"  # set by the Prefect flow for the stages it runs
+
+
+def tracking_uri(paths: Paths) -> str:
+    """MLFLOW_TRACKING_URI when set (a tracking server), else the local store under var/."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.var / 'mlflow' / 'mlflow.db'}"
+    )
+
+
+def uses_server(paths: Paths) -> bool:
+    """Whether MLFLOW_TRACKING_URI names a store other than the local one under var/ (which
+    MLflow itself exports once a process pointed at it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return bool(uri) and uri != f"sqlite:///{paths.var / 'mlflow' / 'mlflow.db'}"
+
+
+def safe_uri(uri: str) -> str:
+    """A tracking URI as it may appear in messages: any password masked."""
+    from tasks.core.secrets import mask_urls
+
+    return mask_urls(uri)
+
+
+def prepare(paths: Paths) -> str:
+    """Point MLflow at the store, bounding how long its calls may take, and check that a
+    tracking server answers: a clear error naming it (password masked) instead of
+    minutes of retries and a traceback. Returns the tracking URI."""
+    import mlflow
+
+    from tasks.core.config import load_params
+
+    cfg = load_params(paths.params).tracking
+    # MLflow's own defaults retry a dead server for minutes (7 retries, 120 s each).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.request_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.request_timeout_seconds)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    uri = tracking_uri(paths)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri, cfg.connect_timeout_seconds, cfg.connect_attempts)
+    else:
+        (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_server(uri: str, timeout: float, attempts: int) -> None:
+    """Raise StepError unless the tracking server at `uri` answers its health check."""
+    import time
+
+    import httpx
+
+    from tasks.core.errors import StepError
+
+    parts = urlsplit(uri)
+    auth = (parts.username or "", parts.password or "") if parts.password else None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    problem = ""
+    for attempt in range(attempts):
+        try:
+            answer = httpx.get(f"{bare.rstrip('/')}/health", auth=auth, timeout=timeout)
+        except httpx.HTTPError as exc:
+            problem = type(exc).__name__
+        else:
+            if answer.status_code < 400:
+                return
+            problem = f"HTTP {answer.status_code}"
+            if answer.status_code in (401, 403):
+                break  # asking again with the same credentials will not help
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    raise StepError(
+        f"the MLflow tracking server at {safe_uri(uri)} does not answer ({problem}; "
+        f"{attempts} attempt(s) of {timeout:g} s: tracking.connect_timeout_seconds, "
+        "tracking.connect_attempts); check MLFLOW_TRACKING_URI"
+    )
+
+
+def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
+    """Why the tracking store cannot be used, in one line that names it and a way out."""
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+    detail = (str(cause).strip().splitlines() or [""])[0][:200]
+    what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    store = paths.var / "mlflow" / "mlflow.db"
+    if uri != f"sqlite:///{store}":  # decided by the URI: MLflow exports it once set
+        return (f"the MLflow tracking server at {safe_uri(uri)} cannot be used ({what}); "
+                "nothing was changed")  # fmt: skip
+    return (
+        f"the local MLflow store {store} cannot be read ({what}); nothing was changed. "
+        f"Restore it from a backup, or move it aside (mv {store} {store}.bad) and the next "
+        "run starts a new store (its runs and registry then live only in the moved file)"
+    )
+
+
+def start(paths: Paths, name: str = EXPERIMENT) -> str:
+    """Point MLflow at the store and return the experiment id (created if needed)."""
+    import mlflow
+
+    # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
+    local = not uses_server(paths)
+    uri = prepare(paths)
+    try:
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(name)
+    except Exception as exc:  # a dead server or a corrupt store: one line, not a traceback
+        from tasks.core.errors import StepError
+
+        raise StepError(store_problem(paths, uri, exc)) from None
+    if found is not None:
+        return str(found.experiment_id)
+    # The local store keeps artifacts beside it under var/ (MLflow's default is ./mlruns);
+    # a tracking server decides for itself.
+    artifacts = (paths.var / "mlflow" / "artifacts").as_uri() if local else None
+    return str(client.create_experiment(name, artifact_location=artifacts))
+
+
+def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
+    """The git commit and dirty flag, the DVC hashes of a stage's inputs, the flow run."""
+    tags = {"git.commit": _git(paths, "rev-parse", "HEAD") or "unknown"}
+    tags["git.dirty"] = str(bool(_git(paths, "status", "--porcelain", "--untracked-files=no")))
+    lock = paths.root / "dvc.lock"
+    stages = yaml.safe_load(lock.read_text()).get("stages", {}) if lock.exists() else {}
+    for out in stages.get(inputs_of, {}).get("outs", []):
+        tags[f"dvc.{out['path']}"] = str(out.get("md5", ""))
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    return tags
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow params: {"train": {"lr": 0.1}} -> {"train.lr": "0.1"}."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _git(paths: Paths, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=paths.root, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""

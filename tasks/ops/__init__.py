@@ -1,0 +1,1 @@
+"""Operating the pipeline: the status report and the retrain policy."""

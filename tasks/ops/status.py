@@ -1,0 +1,123 @@
+"""What the pipeline holds now, read from the manifest and the validation report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.core.io import read_json
+from tasks.core.journal import process_alive
+from tasks.core.paths import Paths
+
+LAST_RUN = "last_run.json"  # written by the flow (flows/run_record.py)
+RUNNING, CRASHED = "RUNNING", "CRASHED"
+
+
+def effective(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A last-run record as it stands: RUNNING whose process is gone reads as CRASHED."""
+    if not record or record.get("state") != RUNNING:
+        return record
+    if process_alive(int(record.get("pid") or -1), record.get("pid_started")):
+        return record
+    return {
+        **record,
+        "state": CRASHED,
+        "reason": f"its process (pid {record.get('pid')}) ended without recording an outcome "
+        "(killed, or the machine stopped)",
+    }
+
+
+def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
+    """The data's state; with `model_name`, also the registry's champion (or None)."""
+    from tasks.data.partitions import SNAPSHOT, UNKNOWN_DAY  # pandas: only when status is asked
+
+    manifest = read_json(paths.manifest, default={"sources": {}})
+    report = read_json(paths.validation_report, default={"sources": {}, "total": {}})
+    sources = manifest.get("sources", {})
+    present = {name: _present(paths, name, entry) for name, entry in sources.items()}
+    days = {part.removesuffix(".parquet") for parts in present.values() for part in parts} - {
+        SNAPSHOT,
+        UNKNOWN_DAY,
+    }
+    data: dict[str, Any] = {
+        "watermarks": {name: entry.get("watermark") for name, entry in sources.items()},
+        # Rows of the partitions that are there as collect wrote them: never rows that
+        # are not (a partition deleted or altered since is listed under `damaged`).
+        "raw_rows": sum(p["rows"] for parts in present.values() for p in parts.values()),
+        "raw_days": len(days),
+        "quarantined_rows": report.get("total", {}).get("quarantined", 0),
+        "sources": {
+            name: {
+                "kind": entry.get("kind"),
+                "rows": sum(p["rows"] for p in present[name].values()),
+                "partitions": len(present[name]),
+                "damaged": sorted(set(entry.get("partitions", {})) - set(present[name])),
+                "quarantined": report["sources"].get(name, {}).get("quarantined"),
+                "skipped_files": sorted(entry.get("skipped_files", {})),
+            }
+            for name, entry in sources.items()
+        },
+    }
+    data["last_run"] = effective(read_json(paths.var / LAST_RUN, default=None))
+    if model_name is not None:
+        from tasks.core.errors import StepError
+        from tasks.release.registry import champion_summary
+
+        try:
+            data["champion"] = champion_summary(paths, model_name)
+        except StepError as exc:  # everything above is still worth showing
+            data["champion"], data["store_error"] = None, str(exc)
+    return data
+
+
+def _present(paths: Paths, source: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's partitions of a source that exist with the size collect recorded
+    (a cheap check: collect and validate compare SHA-256)."""
+    folder = paths.raw / source
+    found = {}
+    for name, part in entry.get("partitions", {}).items():
+        try:
+            size = (folder / name).stat().st_size
+        except OSError:
+            continue
+        if part.get("bytes", size) == size:
+            found[name] = part
+    return found
+
+
+def format_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"raw rows: {data['raw_rows']:,} over {data['raw_days']} days; "
+        f"quarantined rows: {data['quarantined_rows']:,}",
+        f"{'source':<14}{'kind':<7}{'rows':>10}{'parts':>7}{'quarant.':>10}  watermark",
+    ]
+    for name, src in data["sources"].items():
+        quarantined = "-" if src["quarantined"] is None else f"{src['quarantined']:,}"
+        lines.append(
+            f"{name:<14}{src['kind'] or '?':<7}{src['rows']:>10,}{src['partitions']:>7}"
+            f"{quarantined:>10}  {data['watermarks'].get(name) or '-'}"
+        )
+        if src["skipped_files"]:
+            lines.append(f"{'':<14}skipped files: {', '.join(src['skipped_files'])}")
+        if src["damaged"]:
+            lines.append(f"{'':<14}missing or altered since collected (the next run restores "
+                         f"them): {', '.join(src['damaged'])}")  # fmt: skip
+    run = data.get("last_run")
+    if run:
+        release = f", release {run['decision']}" if run.get("decision") else ""
+        when = f"at {run['finished']}" if run.get("finished") else f"since {run.get('started')}"
+        lines.append(f"last run: {run['name']} {run['state']} {when}{release}")
+        if run.get("reason") or (run["state"] not in ("COMPLETED", RUNNING) and run.get("message")):
+            lines.append(f"  {run.get('reason') or run.get('message')}")
+        previous = run.get("previous")
+        if previous:
+            lines.append(f"  the run before it, {previous['name']}, crashed: {previous['reason']}")
+    if data.get("store_error"):
+        lines.append(f"champion: unknown: {data['store_error']}")
+    elif "champion" in data:
+        champ = data["champion"]
+        lines.append(
+            "champion: none yet" if champ is None else
+            f"champion: version {champ['version']}, recall at precision "
+            f"{champ['metrics'].get('recall_at_precision', float('nan')):.3f}"
+        )  # fmt: skip
+    return "\n".join(lines)
