@@ -19,7 +19,7 @@ from tasks.core.config import FeaturizeParams, load_params
 from tasks.core.errors import StepError
 from tasks.core.io import replace_dir, write_json, write_parquet
 from tasks.core.paths import Paths
-from tasks.ml.features import LABEL, Encoders, build_rows, split_by_days
+from tasks.ml.features import LABEL, Encoders, RowRules, build_rows, split_by_days
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,21 @@ def read_source(folder: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
+def row_rules(params: FeaturizeParams) -> RowRules:
+    return RowRules(
+        delay_minutes=params.delay_minutes,
+        history_gap_minutes=params.history_gap_minutes,
+        recent_minutes=params.recent_minutes,
+        plane_legs_back=params.plane_legs_back,
+    )
+
+
 def run(params: FeaturizeParams, paths: Paths) -> dict[str, int]:
     rows = build_rows(
         read_source(paths.validated / "flights"),
         read_source(paths.validated / "weather"),
         read_source(paths.validated / "planes"),
-        params.history_gap_minutes,
+        row_rules(params),
     )
     try:
         splits = split_by_days(rows, params.test_days, params.valid_days, params.train_max_days)

@@ -13,9 +13,12 @@ import pandas as pd
 import sqlalchemy as sa
 import yaml
 
+from tasks.core.config import load_params
 from tasks.core.io import write_json, write_parquet
 from tasks.demo.upstream import flights_table, visible_at
 from tasks.ml.features import INPUT, LABEL, Encoders, conform
+from tasks.ml.model import ModelConfig
+from tasks.ml.training import FitSettings
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -297,3 +300,18 @@ def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fit_settings(**changes: Any) -> FitSettings:
+    """Training settings as the shipped params.yaml has them, with `changes`."""
+    train = load_params(ROOT / "params.yaml").train
+    values = {name: getattr(train, name) for name in FitSettings.__dataclass_fields__}
+    return FitSettings(**{**values, **changes})
+
+
+def model_config(cardinalities: list[int], n_numeric: int, **changes: Any) -> ModelConfig:
+    """The shipped params.yaml's architecture for these inputs, with `changes`."""
+    train = load_params(ROOT / "params.yaml").train
+    values = {"max_embedding_dim": train.max_embedding_dim, "hidden": list(train.hidden),
+              "dropout": train.dropout, "members": train.members}  # fmt: skip
+    return ModelConfig(cardinalities=cardinalities, n_numeric=n_numeric, **{**values, **changes})

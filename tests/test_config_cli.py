@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from flows.cli import main
 from tasks.core.config import load_params
@@ -24,6 +25,28 @@ def params_with(tmp_path: Path, change) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def defaults_that_disagree(model: BaseModel, written: dict, where: str = "") -> list[str]:
+    """Every field with a default in code: written in params.yaml, with the same value."""
+    wrong = []
+    for name, field in type(model).model_fields.items():
+        key, value = field.alias or name, getattr(model, name)
+        if isinstance(value, BaseModel):
+            wrong += defaults_that_disagree(value, written.get(key) or {}, f"{where}{key}.")
+        elif key == "sources" or field.is_required():
+            continue  # each source's options are its own; required fields have no default
+        elif key not in written:
+            wrong.append(f"{where}{key}: not in params.yaml (code says {field.get_default()!r})")
+        elif field.get_default(call_default_factory=True) != value:
+            wrong.append(f"{where}{key}: code says {field.get_default(call_default_factory=True)!r}, "
+                         f"params.yaml {value!r}")  # fmt: skip
+    return wrong
+
+
+def test_params_yaml_is_the_one_source_of_every_tunable_value() -> None:
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert defaults_that_disagree(load_params(ROOT / "params.yaml"), written) == []
 
 
 def test_the_shipped_params_are_valid() -> None:
@@ -48,6 +71,11 @@ def test_the_shipped_params_are_valid() -> None:
         (lambda p: p["collect"]["sources"]["flights"].update(default_url="postgresql://u:pw@h/db"),
          "holds a password: put the URL in the environment variable url_env"),
         (lambda p: p["collect"]["sources"]["flights"].update(query="SELECT 1"), "exactly one of 'table' or 'query'"),
+        # A renamed source must not silently stop new-row retraining.
+        (lambda p: p["schedule"]["retrain_when"].update(source="flightz"),
+         "params.yaml: schedule.retrain_when.source: 'flightz' is not a source in collect.sources (airlines, airports, flights,"),
+        (lambda p: p["schedule"]["retrain_when"].update(source="planes"),
+         "schedule.retrain_when.source: 'planes' must be an enabled source partitioned by day"),
     ],
 )  # fmt: skip
 def test_bad_params_name_the_key(tmp_path: Path, change, message: str) -> None:

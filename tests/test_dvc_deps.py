@@ -137,7 +137,9 @@ def changed_stages(root: Path) -> set[str]:
 
 def test_an_edit_to_any_module_a_stage_imports_makes_dvc_rerun_that_stage(committed) -> None:
     assert changed_stages(committed) == set()  # the stand-in lock matches the code
-    runs = {name: import_closure(committed, stage_module(s)) for name, s in stages(committed).items()}
+    runs = {
+        name: import_closure(committed, stage_module(s)) for name, s in stages(committed).items()
+    }
     for module in sorted(set().union(*runs.values())):
         file = committed / module
         before = file.read_text()

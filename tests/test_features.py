@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.core.config import load_params
+from tasks.featurize import row_rules
 from tasks.ml.features import (
     CATEGORICAL,
     INPUT,
@@ -18,6 +20,9 @@ from tasks.ml.features import (
     outcome_known_at,
     split_by_days,
 )
+from tests.factories import ROOT
+
+RULES = row_rules(load_params(ROOT / "params.yaml").featurize)  # 15-minute label, 30-minute gap
 
 
 def flights(rows: list[dict]) -> pd.DataFrame:
@@ -45,7 +50,7 @@ PLANES = pd.DataFrame({"tailnum": ["N1"], "year": [2003], "manufacturer": ["BOEI
 
 def test_joins_weather_at_the_scheduled_hour_and_the_plane() -> None:
     f = flights([{"hour": 8, "dep_delay": 0.0, "tailnum": "N1"}, {"hour": 9, "dep_delay": 0.0}])
-    out = build_rows(f, WEATHER, PLANES, gap_minutes=30)
+    out = build_rows(f, WEATHER, PLANES, RULES)
     # 08:00 EST is 13:00 UTC: the first EWR row; 09:00 -> 14:00 UTC: the second.
     assert out["temp"].tolist() == [1.0, 2.0]
     age = model_inputs(out)["plane_age"].tolist()
@@ -62,18 +67,18 @@ def test_label_is_delayed_15_or_cancelled() -> None:
             {"hour": 8, "dep_delay": np.nan},
         ]
     )
-    assert build_rows(f, WEATHER, PLANES, 30)[LABEL].tolist() == [0, 1, 1]
+    assert build_rows(f, WEATHER, PLANES, RULES)[LABEL].tolist() == [0, 1, 1]
 
 
 def test_own_post_departure_columns_never_change_own_features() -> None:
     rows = [
         {"hour": h, "dep_delay": d, "tailnum": "N1"} for h, d in [(6, 40.0), (8, -20.0), (10, 5.0)]
     ]
-    base = build_rows(flights(rows), WEATHER, PLANES, 30)
+    base = build_rows(flights(rows), WEATHER, PLANES, RULES)
     for change in ({"dep_delay": 300.0}, {"dep_delay": -45.0}, {"dep_delay": np.nan},
                    {"dep_time": 1234.0, "arr_time": 99.0, "arr_delay": 500.0, "air_time": 1.0}):  # fmt: skip
         changed = flights([{**rows[1], **change} if i == 1 else r for i, r in enumerate(rows)])
-        out = build_rows(changed, WEATHER, PLANES, 30)
+        out = build_rows(changed, WEATHER, PLANES, RULES)
         pd.testing.assert_frame_equal(out.loc[[1], list(INPUT)], base.loc[[1], list(INPUT)])
         pd.testing.assert_frame_equal(model_inputs(out).loc[[1]], model_inputs(base).loc[[1]])
 
@@ -83,27 +88,27 @@ def test_history_uses_only_outcomes_known_a_gap_before() -> None:
     # with a 30 min gap): it sees flight 0. Flight 2 at 06:29 (cutoff 359) does not.
     f = flights([{"hour": 6, "dep_delay": 0.0}, {"hour": 6, "minute": 30, "dep_delay": 0.0},
                  {"hour": 6, "minute": 29, "dep_delay": 0.0}])  # fmt: skip
-    hist = history_features(f, gap_minutes=30)
+    hist = history_features(f, RULES)
     assert hist["origin_known_flights"].tolist() == [0, 1, 0]
 
 
 def test_early_departure_does_not_count_itself() -> None:
     f = flights([{"hour": 9, "dep_delay": -43.0}])  # left 43 min early: known before its own cutoff
-    assert outcome_known_at(f).tolist() == [9 * 60 - 43]
-    assert history_features(f, gap_minutes=30)["origin_known_flights"].tolist() == [0]
+    assert outcome_known_at(f, RULES.delay_minutes).tolist() == [9 * 60 - 43]
+    assert history_features(f, RULES)["origin_known_flights"].tolist() == [0]
 
 
 def test_cancelled_flight_is_known_15_minutes_after_its_slot() -> None:
     f = flights([{"hour": 6, "dep_delay": np.nan}, {"hour": 7, "dep_delay": 0.0}])
-    assert outcome_known_at(f).tolist() == [375, 420]
-    hist = history_features(f, gap_minutes=30)
+    assert outcome_known_at(f, RULES.delay_minutes).tolist() == [375, 420]
+    hist = history_features(f, RULES)
     assert hist.loc[1, "origin_known_delay_rate"] == 1.0  # the cancellation, known at 06:15
 
 
 def test_plane_previous_leg_only_once_it_left() -> None:
     f = flights([{"hour": 6, "dep_delay": 50.0, "tailnum": "N1"}, {"hour": 7, "dep_delay": 0.0, "tailnum": "N1"},
                  {"hour": 9, "dep_delay": 0.0, "tailnum": "N1"}])  # fmt: skip
-    hist = history_features(f, gap_minutes=30)
+    hist = history_features(f, RULES)
     # Leg 1 (07:00, cutoff 06:30): leg 0 left at 06:50, too late to know. Leg 2 sees leg 1.
     assert (
         np.isnan(hist.loc[1, "plane_prev_dep_delay"]) and hist.loc[2, "plane_prev_dep_delay"] == 0.0
@@ -124,7 +129,7 @@ def test_split_boundaries() -> None:
 
 def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
     f = flights([{"hour": 8 + i % 3, "dep_delay": 0.0, "carrier": c} for i, c in enumerate("AAB")])
-    train = build_rows(f, WEATHER, PLANES, 30)
+    train = build_rows(f, WEATHER, PLANES, RULES)
     enc = Encoders.fit(train)
     assert enc.vocab["carrier"] == ["A", "B"]
     other = train.assign(carrier="Z", distance=np.nan)

@@ -186,6 +186,42 @@ def test_failed_smoke_test_rejects_and_moves_nothing(project) -> None:
     assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
 
 
+def test_a_smoke_test_past_its_limit_is_stopped_and_rejects(project) -> None:
+    params, paths = project
+    hasty = params.model_copy(  # loading the model alone takes longer than this
+        update={"release": params.release.model_copy(update={"smoke_timeout_seconds": 0.5})}
+    )
+    outcome = release.run(hasty, paths)
+    assert outcome.decision == "rejected" and outcome.champion_after is None
+    assert outcome.reasons == [
+        "the smoke test did not finish within 0.5 s (release.smoke_timeout_seconds); it was stopped"
+    ]
+    smoke_args = str(paths.var / "release" / "smoke")
+    left = subprocess.run(["pgrep", "-f", smoke_args], capture_output=True, text=True)
+    assert left.stdout == "", f"smoke processes left behind: {left.stdout}"
+
+
+def test_a_failing_registry_is_an_error_never_taken_for_a_missing_version(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from mlflow import MlflowClient
+
+    local = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    local.create_registered_model("m")
+    assert registry.version(local, "m", "3") is None
+    assert registry.champion(local, "m") is None
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = MlflowClient(f"http://127.0.0.1:{port}")
+    with pytest.raises(StepError, match="MLflow could not be asked for m version 3: "):
+        registry.version(dead, "m", "3")
+    with pytest.raises(StepError, match="MLflow could not be asked for the champion of m: "):
+        registry.champion(dead, "m")
+
+
 def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkeypatch) -> None:
     params, paths = project
     with socket.socket() as s:  # a port with nothing listening

@@ -67,6 +67,9 @@ def test_new_rows_are_counted_on_days_after_the_last_training(tmp_path: Path) ->
     )
     assert verdict(RULE, paths, None, NOW).retrain  # 550 >= 500
     assert not verdict(RetrainWhen(new_rows=551), paths, None, NOW).retrain
+    # The policy counts the source it names: another source with no new rows, no retrain.
+    (paths.validated / "departures").mkdir()
+    assert not verdict(RetrainWhen(source="departures", new_rows=1), paths, None, NOW).retrain
 
     _train_json(paths, "2013-07-01", None)  # an older train.json: the file's time counts
     last = last_training(paths)

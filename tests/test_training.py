@@ -7,10 +7,11 @@ import hashlib
 import numpy as np
 import torch
 
-from tasks.ml.model import DelayModel, ModelConfig, load_checkpoint, save_checkpoint
-from tasks.ml.training import FitSettings, Tensors, fit, positive_weight
+from tasks.ml.model import DelayModel, load_checkpoint, save_checkpoint
+from tasks.ml.training import Tensors, fit, positive_weight
+from tests.factories import fit_settings, model_config
 
-CONFIG = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], dropout=0.0, members=2)
+CONFIG = model_config([4, 3], 5, hidden=[16], dropout=0.0, members=2)
 
 
 def synthetic(n: int, seed: int) -> Tensors:
@@ -32,13 +33,13 @@ def weights_hash(model: DelayModel) -> str:
 
 def test_overfits_one_batch() -> None:
     batch = synthetic(64, seed=1)
-    settings = FitSettings(
+    settings = fit_settings(
         epochs=300, batch_size=64, lr=1e-2, weight_decay=0.0, patience=300, device="cpu"
     )
     result = fit(
         batch,
         batch,
-        ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[64, 64], dropout=0.0),
+        model_config([4, 3], 5, hidden=[64, 64], dropout=0.0, members=1),
         settings,
     )
     losses = [h["train_loss"] for h in result.history]
@@ -49,18 +50,18 @@ def test_overfits_one_batch() -> None:
 
 def test_training_is_bit_identical_on_cpu() -> None:
     train, valid = synthetic(2000, seed=2), synthetic(500, seed=3)
-    settings = FitSettings(epochs=3, batch_size=128, device="cpu")
+    settings = fit_settings(epochs=3, batch_size=128, device="cpu")
     first = fit(train, valid, CONFIG, settings)
     second = fit(train, valid, CONFIG, settings)
     assert weights_hash(first.model) == weights_hash(second.model)
     assert first.history == second.history
-    third = fit(train, valid, CONFIG, FitSettings(epochs=3, batch_size=128, device="cpu", seed=7))
+    third = fit(train, valid, CONFIG, fit_settings(epochs=3, batch_size=128, device="cpu", seed=7))
     assert weights_hash(third.model) != weights_hash(first.model)  # the seed matters
 
 
 def test_learns_and_stays_calibrated() -> None:
     train, valid = synthetic(6000, seed=4), synthetic(3000, seed=5)
-    result = fit(train, valid, CONFIG, FitSettings(epochs=8, batch_size=256, device="cpu"))
+    result = fit(train, valid, CONFIG, fit_settings(epochs=8, batch_size=256, device="cpu"))
     assert result.history[-1]["valid_pr_auc"] > valid.y.mean().item() + 0.2
     proba = result.model.predict_proba(valid.codes, valid.numeric)
     # Weighted training plus the logit offset: the mean prediction tracks the base rate.
@@ -70,7 +71,7 @@ def test_learns_and_stays_calibrated() -> None:
 
 def test_unknown_categories_stay_neutral_through_training() -> None:
     train, valid = synthetic(2000, seed=9), synthetic(500, seed=10)
-    model = fit(train, valid, CONFIG, FitSettings(epochs=2, batch_size=64, device="cpu")).model
+    model = fit(train, valid, CONFIG, fit_settings(epochs=2, batch_size=64, device="cpu")).model
     for embedding in model.embeddings:
         assert torch.count_nonzero(embedding.weight[0]) == 0  # index 0: unseen or rare values
 
@@ -81,7 +82,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
         train,
         valid,
         CONFIG,
-        FitSettings(epochs=40, batch_size=32, lr=5e-2, patience=2, device="cpu"),
+        fit_settings(epochs=40, batch_size=32, lr=5e-2, patience=2, device="cpu"),
     )
     scores = [h["valid_pr_auc"] for h in result.history]
     assert result.epochs_run < 40 and result.epochs_run - result.best_epoch == 2
@@ -102,8 +103,8 @@ def test_checkpoint_holds_config_and_weights(tmp_path) -> None:
 
 def test_ensemble_members_differ_and_predictions_are_their_mean() -> None:
     train, valid = synthetic(2000, seed=11), synthetic(300, seed=12)
-    config = ModelConfig(cardinalities=[4, 3], n_numeric=5, hidden=[16], members=3)
-    model = fit(train, valid, config, FitSettings(epochs=2, batch_size=128, device="cpu")).model
+    config = model_config([4, 3], 5, hidden=[16], members=3)
+    model = fit(train, valid, config, fit_settings(epochs=2, batch_size=128, device="cpu")).model
     logits = model(valid.codes, valid.numeric)
     assert logits.shape == (3, len(valid))
     assert not torch.allclose(logits[0], logits[1])  # independently initialised members

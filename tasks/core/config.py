@@ -123,7 +123,7 @@ Source = Annotated[SqlSource | FilesSource | HttpSource, Field(discriminator="ki
 
 
 class CollectParams(_Strict):
-    timezone: str = "UTC"
+    timezone: str = Field(description="The local time zone that names a partition's day.")
     chunk_rows: int = Field(default=50_000, gt=0)
     sources: dict[str, Source]
 
@@ -146,14 +146,25 @@ class CollectParams(_Strict):
 
 class ValidateParams(_Strict):
     max_reject_rate: float = Field(default=0.05, ge=0, le=1)
-    extra_airport_codes: list[str] = []
+    extra_airport_codes: list[str] = Field(
+        description="Valid airports missing from the reference file."
+    )
     max_clock_skew_hours: float = Field(default=24, ge=0)
     batch_rows: int = Field(default=200_000, gt=0, description="Rows checked at once (memory).")
 
 
 class FeaturizeParams(_Strict):
+    delay_minutes: float = Field(
+        default=15, gt=0, description="The label: departed this late or later, or cancelled."
+    )
     history_gap_minutes: float = Field(
         default=30, ge=0, description="Other flights count only if known this long before."
+    )
+    recent_minutes: float = Field(
+        default=120, gt=0, description="The window of the recent delay rate at the origin."
+    )
+    plane_legs_back: int = Field(
+        default=3, ge=1, description="Earlier legs searched for the plane's last departure."
     )
     test_days: int = Field(default=21, ge=1)
     valid_days: int = Field(default=14, ge=1)
@@ -210,7 +221,7 @@ class ServeParams(_Strict):
 
     name: str = Field(default="plumber-daily", pattern=r"^[A-Za-z0-9][A-Za-z0-9_. -]*$")
     cron: str = Field(default="0 6 * * *", description="five fields: min hour day month weekday")
-    timezone: str = "UTC"
+    timezone: str = Field(default="America/New_York", description="The cron's time zone.")
     overlap: Literal["wait", "cancel"] = Field(
         default="wait", description="a run due while one is running waits, or is cancelled"
     )
@@ -248,7 +259,7 @@ class FlowParams(_Strict):
         default=10, ge=0, description="doubles after each retry"
     )
     stage_timeout_seconds: dict[str, float] = Field(
-        default={"default": 3600},
+        default={"default": 1800, "train": 7200},
         description="per stage (and 'release'); 'default' for the others",
     )
     notify_url_env: str | None = Field(
@@ -277,15 +288,20 @@ class RetrainWhen(_Strict):
     """A run retrains when either holds (or with --force); otherwise it stops after
     validation with "no retrain needed"."""
 
+    source: str = Field(
+        default="flights", description="the collect source whose new rows count (by day)"
+    )
     new_rows: int = Field(
-        default=500, ge=1, description="validated flights newer than the last training's data"
+        default=500, ge=1, description="validated rows of `source` newer than the last training's"
     )
     days_since_training: float = Field(default=7, gt=0)
 
 
 class TrackingParams(_Strict):
-    """How long MLflow may take to answer before a step fails naming the tracking server."""
+    """Where runs go, and how long MLflow may take to answer before a step fails naming
+    the tracking server."""
 
+    experiment: str = Field(default="plumber", min_length=1, description="of every run")
     connect_timeout_seconds: float = Field(default=10, gt=0)
     connect_attempts: int = Field(default=3, ge=1, description="of the start-up check")
     request_timeout_seconds: float = Field(default=60, gt=0, description="each MLflow call")
@@ -300,7 +316,7 @@ class Params(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     collect: CollectParams
-    validate_: ValidateParams = Field(alias="validate", default_factory=ValidateParams)
+    validate_: ValidateParams = Field(alias="validate")
     featurize: FeaturizeParams = Field(default_factory=FeaturizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
@@ -308,6 +324,18 @@ class Params(_Strict):
     flow: FlowParams = Field(default_factory=FlowParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @model_validator(mode="after")
+    def _retrain_source_is_collected(self) -> Params:
+        name, sources = self.schedule.retrain_when.source, self.collect.sources
+        if name not in sources:
+            raise ValueError(f"schedule.retrain_when.source: {name!r} is not a source in "
+                             f"collect.sources ({', '.join(sources)})")  # fmt: skip
+        if not sources[name].enabled or sources[name].partition_by is None:
+            raise ValueError(f"schedule.retrain_when.source: {name!r} must be an enabled "
+                             "source partitioned by day (partition_by), so its new rows "
+                             "can be counted")  # fmt: skip
+        return self
 
     def secret_env_names(self) -> list[str]:
         """Environment variables whose whole value is a secret (tokens, webhook URLs)."""
@@ -338,5 +366,7 @@ def describe_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        parts.append(f"{key}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        # A check across sections has no key of its own: its message starts with the key.
+        parts.append(f"{key}: {message}" if key else message)
     return "; ".join(parts)

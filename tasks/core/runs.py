@@ -56,11 +56,8 @@ def killed_reason(record: dict[str, Any]) -> str:
 
 
 def end_if_running(client: Any, run_id: str, reason: str) -> bool:
-    try:
-        run = client.get_run(run_id)
-    except Exception:  # deleted, or never created: nothing to end
-        return False
-    if run.info.status != "RUNNING":
+    run = tracking.find(f"MLflow run {run_id}", lambda: client.get_run(run_id))
+    if run is None or run.info.status != "RUNNING":  # never created, or already ended
         return False
     client.set_tag(run_id, END_REASON_TAG, reason)
     client.set_terminated(run_id, status="KILLED")
@@ -69,7 +66,7 @@ def end_if_running(client: Any, run_id: str, reason: str) -> bool:
 
 def end_orphaned_runs(client: Any, paths: Paths) -> list[str]:
     """RUNNING runs of this host's processes that are gone (whatever wrote no record)."""
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(tracking.experiment_name(paths))
     if experiment is None:
         return []
     host, done = socket.gethostname(), []

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from tasks.core.paths import Paths
 
-EXPERIMENT = "plumber"
+T = TypeVar("T")
+
 FLOW_RUN_ENV = "PLUMBER_FLOW_RUN_ID"  # set by the Prefect flow for the stages it runs
 
 
@@ -109,10 +111,46 @@ def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
     )
 
 
-def start(paths: Paths, name: str = EXPERIMENT) -> str:
-    """Point MLflow at the store and return the experiment id (created if needed)."""
+def not_found(exc: BaseException) -> bool:
+    """MLflow's answer for a run, model, version or alias that does not exist, from any
+    store (an alias that is not set comes as INVALID_PARAMETER_VALUE "... not found")."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    code = exc.error_code
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message
+    )
+
+
+def find(what: str, ask: Callable[[], T]) -> T | None:
+    """`ask()`'s answer, None when MLflow says `what` does not exist; any other failure
+    (a dead server, a broken store) is a StepError naming `what`, never taken for absence."""
+    from tasks.core.errors import StepError
+
+    try:
+        return ask()
+    except Exception as exc:
+        if not_found(exc):
+            return None
+        raise StepError(
+            f"MLflow could not be asked for {what}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def experiment_name(paths: Paths) -> str:
+    from tasks.core.config import load_params
+
+    return load_params(paths.params).tracking.experiment
+
+
+def start(paths: Paths) -> str:
+    """Point MLflow at the store and return the id of the experiment tracking.experiment
+    names (created if needed)."""
     import mlflow
 
+    name = experiment_name(paths)
     # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
     local = not uses_server(paths)
     uri = prepare(paths)

@@ -5,11 +5,12 @@ model (a later step) packages the very same `Encoders`, so training and serving 
 drift apart.
 
 Time on a flight's day is counted in minutes after local midnight. A flight's outcome
-(delayed 15 minutes or more, or cancelled) becomes known at
-``known_at = min(actual departure, scheduled + 15)``: a flight that has not left 15
-minutes after its slot is a positive whether it leaves later or never. A same-day
+(delayed `delay_minutes` or more, or cancelled) becomes known at
+``known_at = min(actual departure, scheduled + delay_minutes)``: a flight that has not
+left that long after its slot is a positive whether it leaves later or never. A same-day
 history feature of a flight uses only *other* flights whose outcome was known at least
-``history_gap_minutes`` before its scheduled departure.
+``history_gap_minutes`` before its scheduled departure. The values: `RowRules`, from
+params.yaml's featurize section.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DELAY_MINUTES = 15
 LABEL = "delayed"
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """What the label and the same-day history mean (featurize: in params.yaml)."""
+
+    delay_minutes: float  # the label: departed this late or later, or cancelled
+    history_gap_minutes: float  # other flights count only if known this long before
+    recent_minutes: float  # the "recent" delay rate looks back this far from the cutoff
+    plane_legs_back: int  # the plane's earlier legs searched for its latest departure
+
 
 # No month and no day of year: with under a year of history the test window's season is
 # never in train, so a month would be an unseen category and a day of year an extrapolation.
@@ -67,16 +78,16 @@ INPUT: dict[str, tuple[str, bool]] = {
 PASSED_THROUGH = ["distance", *WEATHER, "seats", "engines", *HISTORY]
 
 
-def label(flights: pd.DataFrame) -> pd.Series:
-    """Delayed 15 minutes or more at departure, or cancelled (no departure)."""
-    return (flights["dep_delay"].isna() | (flights["dep_delay"] >= DELAY_MINUTES)).astype("int8")
+def label(flights: pd.DataFrame, delay_minutes: float) -> pd.Series:
+    """Delayed `delay_minutes` or more at departure, or cancelled (no departure)."""
+    return (flights["dep_delay"].isna() | (flights["dep_delay"] >= delay_minutes)).astype("int8")
 
 
-def outcome_known_at(flights: pd.DataFrame) -> pd.Series:
+def outcome_known_at(flights: pd.DataFrame, delay_minutes: float) -> pd.Series:
     """Minutes after local midnight when the flight's label became known."""
     sched = flights["hour"] * 60 + flights["minute"]
     departed = sched + flights["dep_delay"]  # NaN when cancelled
-    return np.minimum(departed.fillna(np.inf), sched + DELAY_MINUTES)
+    return np.minimum(departed.fillna(np.inf), sched + delay_minutes)
 
 
 def _known_before(
@@ -99,29 +110,32 @@ def _known_before(
     return pd.Series(count, index=frame.index), pd.Series(hits, index=frame.index)
 
 
-def history_features(flights: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
+def history_features(flights: pd.DataFrame, rules: RowRules) -> pd.DataFrame:
     """Same-day history of the origin airport, the carrier and the plane."""
     f = flights
     sched = f["hour"] * 60 + f["minute"]
-    cutoff = sched - gap_minutes
-    known = outcome_known_at(f)
-    positive = label(f)
+    cutoff = sched - rules.history_gap_minutes
+    known = outcome_known_at(f, rules.delay_minutes)
+    positive = label(f, rules.delay_minutes)
     day = ["year", "month", "day"]
     n_origin, pos_origin = _known_before(f, [*day, "origin"], cutoff, known, positive)
     n_carrier, pos_carrier = _known_before(f, [*day, "carrier"], cutoff, known, positive)
-    # The last two hours only: outcomes known earlier than that count as never known.
-    recent = known.where(known >= cutoff - 120, np.inf)
+    # The recent window only: outcomes known earlier than that count as never known.
+    recent = known.where(known >= cutoff - rules.recent_minutes, np.inf)
     n_recent, pos_recent = _known_before(f, [*day, "origin"], cutoff, recent, positive)
     out = pd.DataFrame(index=f.index)
     out["origin_known_flights"] = n_origin
     out["origin_known_delay_rate"] = (pos_origin / n_origin).where(n_origin > 0)
     out["origin_recent_delay_rate"] = (pos_recent / n_recent).where(n_recent > 0)
     out["carrier_known_delay_rate"] = (pos_carrier / n_carrier).where(n_carrier > 0)
-    out[["plane_legs_before", "plane_prev_dep_delay"]] = _plane_history(f, sched, cutoff)
+    plane = _plane_history(f, sched, cutoff, rules.plane_legs_back)
+    out[["plane_legs_before", "plane_prev_dep_delay"]] = plane
     return out
 
 
-def _plane_history(f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series) -> pd.DataFrame:
+def _plane_history(
+    f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series, legs_back: int
+) -> pd.DataFrame:
     """The plane's earlier scheduled legs today (the schedule is public), and the
     departure delay of its latest leg that had actually left by the cutoff."""
     legs = pd.DataFrame(
@@ -133,8 +147,8 @@ def _plane_history(f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series) -> pd.D
     same_plane_day = legs.groupby(["tail", "y", "m", "d"], sort=False)
     before = same_plane_day.cumcount().astype(float)
     prev_delay = pd.Series(np.nan, index=legs.index)
-    # Walk back over up to 3 earlier legs: the latest one that had left by the cutoff.
-    for back in (3, 2, 1):
+    # Walk back over up to legs_back earlier legs: the latest one that had left by the cutoff.
+    for back in range(legs_back, 0, -1):
         departed = same_plane_day["departed"].shift(back)
         delay = same_plane_day["delay"].shift(back)
         usable = departed.notna() & (departed <= legs["cutoff"])
@@ -144,7 +158,7 @@ def _plane_history(f: pd.DataFrame, sched: pd.Series, cutoff: pd.Series) -> pd.D
 
 
 def build_rows(
-    flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame, gap_minutes: float
+    flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame, rules: RowRules
 ) -> pd.DataFrame:
     """One raw joined row per flight: its local `date`, the INPUT columns and the LABEL.
 
@@ -162,12 +176,12 @@ def build_rows(
                "tailnum", "distance"]],
             joined_wx.reset_index(drop=True),
             joined_plane[["plane_year", "manufacturer", "seats", "engines"]].reset_index(drop=True),
-            history_features(f, gap_minutes),
+            history_features(f, rules),
         ],
         axis=1,
     )  # fmt: skip
     out.insert(0, "date", pd.to_datetime(f[["year", "month", "day"]]).dt.strftime("%Y-%m-%d"))
-    out[LABEL] = label(f)
+    out[LABEL] = label(f, rules.delay_minutes)
     return conform(out)[["date", *INPUT, LABEL]]
 
 

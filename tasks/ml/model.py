@@ -15,7 +15,7 @@ model can be rebuilt from the file alone.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ from torch import nn
 class ModelConfig:
     cardinalities: list[int]  # per categorical feature, including the 'unknown' index 0
     n_numeric: int  # numeric features plus their missing-value flags
-    max_embedding_dim: int = 8
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.1
-    members: int = 1  # networks in the ensemble
+    # The architecture, from params.yaml's train section (no defaults: that file is the one
+    # source of every tunable value).
+    max_embedding_dim: int
+    hidden: list[int]
+    dropout: float
+    members: int  # networks in the ensemble
     # Training weighs positives by pos_weight, which multiplies the learnt odds by it;
     # adding -log(pos_weight) to the logit turns them back into calibrated odds.
     logit_offset: float = 0.0

@@ -42,14 +42,17 @@ class Tensors:
 
 @dataclass(frozen=True)
 class FitSettings:
-    seed: int = 42
-    threads: int = 2
-    device: str = "auto"
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 4
+    """How to fit: params.yaml's train section (no defaults here: that file is the one
+    source of every tunable value)."""
+
+    seed: int
+    threads: int
+    device: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
 
 
 @dataclass

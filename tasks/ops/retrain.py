@@ -1,6 +1,6 @@
 """The retrain policy (`schedule.retrain_when`): after validation, is a new model due?
 
-A run retrains when there is no trained model yet, when enough validated flights arrived
+A run retrains when there is no trained model yet, when enough validated rows arrived
 on days newer than the last training saw, when the last training is old enough, or when
 forced. Otherwise the stages after validation are skipped: "no retrain needed". Rows
 corrected on days the model already saw do not count as new.
@@ -143,7 +143,7 @@ def verdict(
         return Verdict(True, f"finishing what a stopped run left: {', '.join(behind)} "
                              "had not run on its inputs' latest version")  # fmt: skip
     last = last_training(paths)
-    new = rows_after(paths.validated / "flights", last.newest_day) if last else 0
+    new = rows_after(paths.validated / rule.source, last.newest_day) if last else 0
     decided = decide(rule, last, new, now or dt.datetime.now(dt.UTC), force)
     pending = None if decided.retrain else unjudged_run(paths)
     if pending:

@@ -16,7 +16,6 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from tasks.core import tracking
 from tasks.core.errors import StepError
@@ -44,19 +43,22 @@ def connect(paths: Paths) -> MlflowClient:
 
 
 def ensure_model(client: MlflowClient, name: str) -> None:
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description="Flight departure delay (>= 15 min or cancelled), NYC 2013."
-        )
+    if tracking.find(f"registered model {name}", lambda: client.get_registered_model(name)):
+        return
+    client.create_registered_model(
+        name, description="Flight departure delay (>= 15 min or cancelled), NYC 2013."
+    )
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    """The version the champion alias points to; None when no version has it."""
+    return tracking.find(
+        f"the {CHAMPION} of {name}", lambda: client.get_model_version_by_alias(name, CHAMPION)
+    )
+
+
+def version(client: MlflowClient, name: str, number: str) -> ModelVersion | None:
+    return tracking.find(f"{name} version {number}", lambda: client.get_model_version(name, number))
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:

@@ -225,10 +225,9 @@ def rollback(params: Params, paths: Paths, reason: str, to: str | None = None) -
         if target is None:
             raise StepError(f"{name} has had no champion before version {current.version}; "
                             "name one with --to")  # fmt: skip
-        try:
-            chosen = client.get_model_version(name, target)
-        except Exception:
-            raise StepError(f"{name} has no version {target}") from None
+        chosen = registry.version(client, name, target)
+        if chosen is None:
+            raise StepError(f"{name} has no version {target}")
         if "smoke.latency_p99_ms" not in chosen.tags:
             raise StepError(f"version {target} never passed the smoke test; it cannot serve")
         if target == str(current.version):

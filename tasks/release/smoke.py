@@ -2,8 +2,11 @@
 registry URI, predict the input example and a sample of test rows, compare with the
 evaluate stage's predictions, and time single-row predictions.
 
-    python -m tasks.release.smoke MODEL_URI ROWS.parquet RESULT.json [--samples N] [--rounds R]
-                          [--tolerance T]
+    python -m tasks.release.smoke MODEL_URI ROWS.parquet RESULT.json --samples N --rounds R
+                                  --tolerance T
+
+(the release passes N, R and T from params.yaml: release.latency_samples, latency_rounds,
+smoke_tolerance).
 
 Latency is the CPU time of the predicting thread, best of R rounds: what the model costs,
 not how busy the machine's other processes keep the cores. Wall-clock figures are reported
@@ -97,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_uri")
     parser.add_argument("rows", type=Path)
     parser.add_argument("result", type=Path)
-    parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--samples", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--tolerance", type=float, required=True)
     args = parser.parse_args(argv)
     try:
         result = check(args.model_uri, args.rows, args.samples, args.tolerance, args.rounds)
