@@ -45,8 +45,9 @@ def test_started_once_reused_pruned_and_stopped(paths: Paths) -> None:
     assert url == f"http://127.0.0.1:{cfg.port}/api" and said[0].startswith("starting the local")
     first = local_server.read_state(paths)
     assert first is not None and local_server.healthy(first["url"])
+    started = len(said)  # "starting ...", and on a busy machine "still waiting ..." lines
     assert local_server.ensure(paths, cfg, said.append) == url  # reused: nothing started
-    assert local_server.read_state(paths) == first and len(said) == 1
+    assert local_server.read_state(paths) == first and len(said) == started
 
     call = local_server.call
     with httpx.Client(base_url=url, timeout=30) as client:  # five flow runs of one flow
