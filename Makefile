@@ -60,7 +60,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c \
+		'from tasks.core.paths import Paths; from tasks.core.tracking import tracking_uri; print(tracking_uri(Paths.at()))')"
 
 # The local Prefect server with its UI (http://127.0.0.1:4200, or another free port:
 # `plumber server status`), its database under var/prefect-server; runs use it when

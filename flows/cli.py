@@ -49,7 +49,7 @@ def _use_project_environment(paths: Paths) -> None:
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ.setdefault("PREFECT_HOME", str(paths.var / "prefect"))
+    os.environ.setdefault("PREFECT_HOME", str(paths.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
     # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
@@ -144,7 +144,7 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
         lines.append(describe_verdict(report["retrain"]))
     if not report["release"]:  # no retrain, and no candidate waiting for its release
         return "\n".join(lines)
-    metrics = paths.reports / "metrics.json"
+    metrics = paths.metrics
     if metrics.exists():
         from tasks.core.io import read_json
         from tasks.evaluate import summary

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as dt
 import json
 import os
 import signal
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.core import clock
 from tasks.core.config import ServerParams
 from tasks.core.errors import StepError
 from tasks.core.io import write_json
@@ -55,7 +55,7 @@ class ServerError(StepError):
 
 
 def folder(paths: Paths) -> Path:
-    return paths.var / "prefect-server"
+    return paths.prefect_server
 
 
 def read_state(paths: Paths) -> dict[str, Any] | None:
@@ -125,7 +125,7 @@ def _launch(paths: Paths, cfg: ServerParams, idle_minutes: float) -> dict[str, A
         "pid": proc.pid,
         "port": port,
         "url": f"http://{HOST}:{port}",
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": clock.stamp(),
         "idle_minutes": idle_minutes,
     }
     write_json(home / STATE, state)
@@ -315,7 +315,7 @@ def _idle(paths: Paths, home: Path) -> bool:
         return False
     from tasks.core.locks import is_free
 
-    return is_free(paths.var / "run.lock")  # a run in progress is not idleness
+    return is_free(paths.lock("run"))  # a run in progress is not idleness
 
 
 if __name__ == "__main__":

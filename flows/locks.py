@@ -36,7 +36,7 @@ def run_lock(
     Prefect (a busy repository fails fast), and the flow takes it again, as a scheduled
     run must."""
     with exclusive(
-        paths.var / "run.lock", timeout=timeout, what="a plumber run",
+        paths.lock("run"), timeout=timeout, what="a plumber run",
         setting="flow.lock_timeout_seconds", say=say,
     ):  # fmt: skip
         yield

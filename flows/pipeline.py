@@ -44,12 +44,6 @@ from tasks.core.errors import Busy, ConfigError
 from tasks.core.paths import Paths
 from tasks.ops import retrain
 
-# Prefect hands its log handlers to these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but not
-# a level, and the root's WARNING would hide the stages' INFO lines from the run's logs.
-for _name in ("flows", "tasks"):
-    if logging.getLogger(_name).level == logging.NOTSET:
-        logging.getLogger(_name).setLevel(logging.INFO)
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -163,6 +157,15 @@ def check_timeouts(flow_params: FlowParams, stages: list[str]) -> None:
         )
 
 
+def _info_lines_reach_the_run_log() -> None:
+    """Prefect hands its log handlers to these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but
+    not a level, and the root's WARNING would hide the stages' INFO lines from the run's
+    logs. Set when a run starts, not on import: importing a module changes nothing."""
+    for name in ("flows", "tasks"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
 @flow(
     name="plumber",
     on_completion=[record_run],
@@ -183,6 +186,7 @@ def pipeline(
     from prefect.runtime import flow_run
 
     secrets.install()  # however the run started: no password or token in its logs
+    _info_lines_reach_the_run_log()
     paths = Paths.at(root)
     with run_lock(paths, load_params(paths.params).flow.lock_timeout_seconds):
         crashed = record_start(paths, flow_run)

@@ -10,21 +10,17 @@ Running for ever). `effective()` is in tasks/ops/status.py, which reads the reco
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from typing import Any
 
+from tasks.core import clock
 from tasks.core.io import read_json, write_json
 from tasks.core.journal import process_started
 from tasks.core.paths import Paths
 from tasks.ops.status import CRASHED, LAST_RUN, RUNNING, effective
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def read(paths: Paths) -> dict[str, Any] | None:
@@ -37,7 +33,7 @@ def record_start(paths: Paths, flow_run: Any) -> dict[str, Any] | None:
     stale = effective(read(paths))
     crashed = stale if stale and stale.get("state") == CRASHED and "finished" not in stale else None
     if crashed:
-        crashed = {**crashed, "finished": _now(), "found_by": str(flow_run.id)}
+        crashed = {**crashed, "finished": clock.stamp(), "found_by": str(flow_run.id)}
         _crash_in_prefect(crashed["id"], crashed["reason"])
     pid = os.getpid()
     write_json(
@@ -48,7 +44,7 @@ def record_start(paths: Paths, flow_run: Any) -> dict[str, Any] | None:
             "state": RUNNING,
             "pid": pid,
             "pid_started": process_started(pid),
-            "started": _now(),
+            "started": clock.stamp(),
             "previous": crashed,
         },
     )
@@ -105,7 +101,7 @@ def record_end(
             "state": state,
             "message": message,
             "started": before.get("started") if before.get("id") == run_id else None,
-            "finished": _now(),
+            "finished": clock.stamp(),
             "decision": decision,  # None: the release did not run
             "retrain": retrained,  # False: the retrain policy found no retrain needed
             "previous": before.get("previous"),

@@ -18,7 +18,7 @@ def rows_by_source(paths: Paths) -> dict[str, int]:
 
 def mlflow_run(paths: Paths) -> dict[str, Any] | None:
     """The candidate's training run; a link when a tracking server is configured."""
-    train = read_json(paths.models / "train.json", default=None)
+    train = read_json(paths.train_record, default=None)
     if not train:
         return None
     from tasks.core.tracking import safe_uri, tracking_uri
@@ -118,8 +118,8 @@ def publish(summary: dict[str, Any], paths: Paths) -> None:
     from tasks.core.io import atomic_path, write_json
 
     text = markdown(summary)
-    write_json(paths.var / "last_summary.json", summary)
-    with atomic_path(paths.var / "last_summary.md") as tmp:
+    write_json(paths.last_summary, summary)
+    with atomic_path(paths.last_summary.with_suffix(".md")) as tmp:
         tmp.write_text(text)
     create_markdown_artifact(
         markdown=text,

@@ -79,16 +79,14 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from tasks.ml.model import load_checkpoint
 
     cfg = params.evaluate
-    trained = read_json(require(paths.models / "train.json", "train"))
-    encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
-    require(paths.models / "model.pt", "train")
-    frames = {
-        n: pd.read_parquet(paths.features / f"{n}.parquet") for n in ("train", "valid", "test")
-    }
+    trained = read_json(require(paths.train_record, "train"))
+    encoders = Encoders.from_json(read_json(require(paths.encoders, "featurize")))
+    require(paths.checkpoint, "train")
+    frames = {n: pd.read_parquet(paths.split(n)) for n in ("train", "valid", "test")}
     labels = {n: f[LABEL].to_numpy() for n, f in frames.items()}
 
     torch.set_num_threads(params.train.threads)
-    model = load_checkpoint(paths.models / "model.pt")
+    model = load_checkpoint(paths.checkpoint)
     # The model is scored as the released one will be (tasks/ml/inference.py); the
     # baselines on the same encoded rows.
     scorers: dict[str, Any] = {"model": lambda name: probabilities(model, encoders, frames[name])}
@@ -148,14 +146,12 @@ def _write_outputs(
         from tasks.ml.plots import save_pngs
 
         save_pngs(staged, report)
-        replace_dir(staged, paths.reports / "plots")
+        replace_dir(staged, paths.plots)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     ids = test[["date", "carrier", "flight", "origin"]]
-    write_parquet(
-        paths.reports / "test_predictions.parquet", ids.assign(proba=probas["model"], delayed=y)
-    )
-    write_json(paths.reports / "metrics.json", report)
+    write_parquet(paths.test_predictions, ids.assign(proba=probas["model"], delayed=y))
+    write_json(paths.metrics, report)
 
 
 def _log_to_mlflow(paths: Paths, run_id: str, report: dict[str, Any]) -> None:
@@ -175,9 +171,9 @@ def _log_to_mlflow(paths: Paths, run_id: str, report: dict[str, Any]) -> None:
         ]
     client = mlflow.MlflowClient()
     client.log_batch(run_id, metrics=metrics)
-    for png in sorted((paths.reports / "plots").glob("*.png")):
+    for png in sorted((paths.plots).glob("*.png")):
         client.log_artifact(run_id, str(png), artifact_path="evaluation")
-    client.log_artifact(run_id, str(paths.reports / "metrics.json"), artifact_path="evaluation")
+    client.log_artifact(run_id, str(paths.metrics), artifact_path="evaluation")
 
 
 def summary(report: dict[str, Any]) -> str:

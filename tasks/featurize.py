@@ -55,8 +55,8 @@ def run(params: FeaturizeParams, paths: Paths) -> dict[str, int]:
     staged = paths.features.with_name(".features.staging")
     shutil.rmtree(staged, ignore_errors=True)
     for name, frame in splits.items():
-        write_parquet(staged / f"{name}.parquet", frame)
-    write_json(staged / "encoders.json", encoders.to_json())
+        write_parquet(staged / paths.split(name).name, frame)
+    write_json(staged / paths.encoders.name, encoders.to_json())
     replace_dir(staged, paths.features)
     sizes = {name: len(frame) for name, frame in splits.items()}
     for name, frame in splits.items():

@@ -9,7 +9,6 @@ point leaves the previous outputs whole, and the next run simply runs again.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 import warnings
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tasks.core import clock
 from tasks.core.config import Params, TrainParams, load_params
 from tasks.core.io import read_json, remove_stale_temps, require, write_json
 from tasks.core.paths import Paths
@@ -28,13 +28,13 @@ from tasks.ml.features import LABEL, Encoders
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from tasks.ml.model import ModelConfig
-    from tasks.ml.training import Tensors
+    from tasks.ml.training import FitResult, FitSettings, Tensors
 
 log = logging.getLogger(__name__)
 
 
 def load_split(paths: Paths, name: str) -> pd.DataFrame:
-    return pd.read_parquet(paths.features / f"{name}.parquet")
+    return pd.read_parquet(paths.split(name))
 
 
 def tensors(frame: pd.DataFrame, encoders: Encoders) -> Tensors:
@@ -77,15 +77,14 @@ def epoch_logger(client: Any, run_id: str) -> Callable[[int, dict[str, float]], 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
 
     from tasks.core import journal, runs, tracking
     from tasks.ml.model import save_checkpoint
-    from tasks.ml.training import FitSettings, fit, positive_weight
+    from tasks.ml.training import FitSettings
 
     cfg = params.train
     remove_stale_temps(paths.models)  # a checkpoint write cut short by a kill
-    encoders = Encoders.from_json(read_json(require(paths.features / "encoders.json", "featurize")))
+    encoders = Encoders.from_json(read_json(require(paths.encoders, "featurize")))
     frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
     train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)
     config = model_config(cfg, encoders, train)
@@ -101,56 +100,85 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     ):
         run_id = active.info.run_id
         entry.note(mlflow_run_id=run_id)
-        mlflow.log_params(
-            tracking.flatten(
-                {"train": cfg.model_dump(), "featurize": params.featurize.model_dump()}
-            )
-        )
-        mlflow.log_params(tracking.flatten({"model": asdict(config)}))
-        mlflow.set_tags(tracking.lineage_tags(paths, inputs_of="featurize"))
-        for name, frame in frames.items():
-            with warnings.catch_warnings():
-                # MLflow warns that two source classes match a local path, and hints about
-                # integer columns in the schema it infers; neither applies to a logged input.
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = from_pandas(
-                    frame, source=str(paths.features / f"{name}.parquet"), targets=LABEL, name=name
-                )
-                context = {"train": "training", "valid": "validation"}.get(name, "testing")
-                mlflow.log_input(dataset, context=context)
-
+        log_run_inputs(params, paths, config, frames)
         started = time.perf_counter()
-        log_epoch = epoch_logger(client, run_id)
-        with Progress("train", total=cfg.epochs, unit="epoch") as bar:
-
-            def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-                log_epoch(epoch, metrics)
-                bar.update(1, valid_pr_auc=f"{metrics['valid_pr_auc']:.4f}")
-
-            result = fit(train, valid, config, settings, on_epoch=on_epoch)
+        result = fit_with_progress(train, valid, config, settings, epoch_logger(client, run_id))
         seconds = time.perf_counter() - started
-        summary = {
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(seconds, 2),
-            "pos_weight": round(positive_weight(train.y), 6),
-            "device": str(next(result.model.parameters()).device),
-        }
         mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": seconds})
-        save_checkpoint(result.model.cpu(), paths.models / "model.pt")
-        mlflow.log_artifact(str(paths.models / "model.pt"), artifact_path="model")
-        mlflow.log_artifact(str(paths.features / "encoders.json"), artifact_path="model")
-    info = {"run_id": run_id, "experiment_id": experiment, **summary,
-            "rows": {name: len(frame) for name, frame in frames.items()},
-            # First and last day of each window: the release re-scores a champion only on
-            # days after its valid window, which it never trained or tuned on.
-            "window": {name: [frame["date"].min(), frame["date"].max()]
-                       for name, frame in frames.items()},
+        save_checkpoint(result.model.cpu(), paths.checkpoint)
+        mlflow.log_artifact(str(paths.checkpoint), artifact_path="model")
+        mlflow.log_artifact(str(paths.encoders), artifact_path="model")
+    info = {"run_id": run_id, "experiment_id": experiment,
+            **train_summary(result, train, seconds), **windows(frames),
             # The retrain policy's clock (schedule.retrain_when.days_since_training).
-            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
-    write_json(paths.models / "train.json", info)
+            "finished": clock.stamp()}  # fmt: skip
+    write_json(paths.train_record, info)
     log.info("trained in %.1fs, best epoch %d; MLflow run %s", seconds, result.best_epoch, run_id)
     return info
+
+
+def log_run_inputs(
+    params: Params, paths: Paths, config: ModelConfig, frames: dict[str, pd.DataFrame]
+) -> None:
+    """The active MLflow run's params, lineage tags and the three windows as datasets."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from tasks.core import tracking
+
+    flat = {"train": params.train.model_dump(), "featurize": params.featurize.model_dump()}
+    mlflow.log_params(tracking.flatten(flat))
+    mlflow.log_params(tracking.flatten({"model": asdict(config)}))
+    mlflow.set_tags(tracking.lineage_tags(paths, inputs_of="featurize"))
+    for name, frame in frames.items():
+        with warnings.catch_warnings():
+            # MLflow warns that two source classes match a local path, and hints about
+            # integer columns in the schema it infers; neither applies to a logged input.
+            warnings.simplefilter("ignore", UserWarning)
+            source = str(paths.split(name))
+            dataset = from_pandas(frame, source=source, targets=LABEL, name=name)
+            context = {"train": "training", "valid": "validation"}.get(name, "testing")
+            mlflow.log_input(dataset, context=context)
+
+
+def fit_with_progress(
+    train: Tensors,
+    valid: Tensors,
+    config: ModelConfig,
+    settings: FitSettings,
+    log_epoch: Callable[[int, dict[str, float]], None],
+) -> FitResult:
+    from tasks.ml.training import fit
+
+    with Progress("train", total=settings.epochs, unit="epoch") as bar:
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            log_epoch(epoch, metrics)
+            bar.update(1, valid_pr_auc=f"{metrics['valid_pr_auc']:.4f}")
+
+        return fit(train, valid, config, settings, on_epoch=on_epoch)
+
+
+def train_summary(result: FitResult, train: Tensors, seconds: float) -> dict[str, Any]:
+    from tasks.ml.training import positive_weight
+
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(seconds, 2),
+        "pos_weight": round(positive_weight(train.y), 6),
+        "device": str(next(result.model.parameters()).device),
+    }
+
+
+def windows(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Rows and first and last day of each window: the release re-scores a champion only
+    on days after its valid window, which it never trained or tuned on."""
+    return {
+        "rows": {name: len(frame) for name, frame in frames.items()},
+        "window": {name: [frame["date"].min(), frame["date"].max()]
+                   for name, frame in frames.items()},
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from tasks import evaluate, train
 from tasks.core.config import Params, load_params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
-from tasks.release import registry
+from tasks.release import evidence, registry
 from tasks.release import run as release
 from tests.factories import ROOT, feature_project
 
@@ -154,9 +154,9 @@ def test_champion_is_compared_only_on_days_it_never_saw() -> None:
                                        "valid": ["2013-03-09", "2013-03-09"],
                                        "test": ["2013-03-10", "2013-03-10"]})}  # fmt: skip
     test = pd.DataFrame({"date": ["2013-03-08", "2013-03-09", "2013-03-10", "2013-03-11"]})
-    assert release.unseen_by(tags, test).tolist() == [False, False, True, True]
+    assert evidence.unseen_by(tags, test).tolist() == [False, False, True, True]
     with pytest.raises(StepError, match="no data.window"):
-        release.unseen_by({}, test)
+        evidence.unseen_by({}, test)
 
 
 def test_rejected_candidate_is_a_normal_outcome(project) -> None:

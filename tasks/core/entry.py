@@ -59,7 +59,7 @@ def stage_lock(stage: str) -> Iterator[None]:
     paths = Paths.at()
     timeout = load_params(paths.params).flow.lock_timeout_seconds
     with exclusive(
-        paths.var / "stage.lock", timeout=timeout, what=f"the {stage} stage",
+        paths.lock("stage"), timeout=timeout, what=f"the {stage} stage",
         setting="flow.lock_timeout_seconds",
         say=lambda line: print(f"{line}", file=sys.stderr, flush=True),
     ):  # fmt: skip

@@ -11,7 +11,6 @@ is anything to repair (tasks/release/recovery.py), which keeps a run with nothin
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -21,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.core import clock
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
 
 
 def folder(paths: Paths) -> Path:
-    return paths.var / "journal"
+    return paths.journal
 
 
 def process_started(pid: int) -> float | None:
@@ -66,7 +66,7 @@ def intent(paths: Paths, operation: str, **info: Any) -> Iterator[Intent]:
         "pid": pid,
         "pid_started": process_started(pid),
         "host": socket.gethostname(),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": clock.stamp(),
         **info,
     }
     entry = Intent(folder(paths) / f"{operation}-{pid}.json", record)

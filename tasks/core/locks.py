@@ -12,7 +12,6 @@ and one that waited too long fails with `Busy` naming them (exit 75).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.core import clock
 from tasks.core.errors import Busy
 from tasks.core.io import write_json
 
@@ -67,7 +67,7 @@ def exclusive(
                 f"({setting})"
             ) from None
     try:
-        write_json(holder_file, {"pid": os.getpid(), "what": what, "since": now(),
+        write_json(holder_file, {"pid": os.getpid(), "what": what, "since": clock.stamp(),
                                  "argv": sys.argv})  # fmt: skip
         yield
     finally:
@@ -100,7 +100,3 @@ def read_holder(holder_file: Path) -> dict[str, Any]:
 def describe(holder: dict[str, Any]) -> str:
     what = holder.get("what", "another process")
     return f"{what} (pid {holder.get('pid', '?')}, since {holder.get('since', '?')})"
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

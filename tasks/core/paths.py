@@ -64,9 +64,81 @@ class Paths:
         return self.root / "reports"
 
     @property
+    def encoders(self) -> Path:
+        return self.features / "encoders.json"
+
+    def split(self, name: str) -> Path:
+        """The features of one window: train, valid or test."""
+        return self.features / f"{name}.parquet"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.models / "model.pt"
+
+    @property
+    def train_record(self) -> Path:
+        """What training produced: the MLflow run, the data windows, the timings."""
+        return self.models / "train.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.reports / "test_predictions.parquet"
+
+    @property
+    def plots(self) -> Path:
+        return self.reports / "plots"
+
+    @property
+    def dvc_lock(self) -> Path:
+        return self.root / "dvc.lock"
+
+    @property
+    def requirements_lock(self) -> Path:
+        return self.root / "requirements.lock"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """The local MLflow store (SQLite and artifacts) when no tracking server is set."""
+        return self.var / "mlflow"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.mlflow_store / "mlflow.db"
+
+    @property
+    def journal(self) -> Path:
+        return self.var / "journal"
+
+    @property
+    def release_work(self) -> Path:
+        """The release's scratch space: the packaged model, the smoke test's files."""
+        return self.var / "release"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.var / "prefect"
+
+    @property
+    def prefect_server(self) -> Path:
+        return self.var / "prefect-server"
+
+    @property
+    def last_summary(self) -> Path:
+        """The latest run's summary, as JSON (and beside it as Markdown: .md)."""
+        return self.var / "last_summary.json"
+
+    def lock(self, name: str) -> Path:
+        """var/<name>.lock: run (one flow run), stage (one stage), release (one release)."""
+        return self.var / f"{name}.lock"
+
+    @property
     def judged(self) -> Path:
         """The last candidate a release judged (a local shortcut; the registry decides)."""
-        return self.var / "release" / "judged.json"
+        return self.release_work / "judged.json"
 
     @property
     def validation_report(self) -> Path:

@@ -6,13 +6,12 @@ next (tasks/release/recovery.py, and training itself).
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tasks.core import journal, tracking
+from tasks.core import clock, journal, tracking
 from tasks.core.paths import Paths
 
 # Tags every training run carries, so a later run can tell whether its process still lives.
@@ -51,7 +50,7 @@ def killed_reason(record: dict[str, Any]) -> str:
     return (
         f"killed: its process (pid {record.get('pid')}, {record.get('operation')} started "
         f"{record.get('started')}) ended without finishing; marked by the next run at "
-        f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
+        f"{clock.stamp()}"
     )
 
 

@@ -22,16 +22,14 @@ FLOW_RUN_ENV = "PLUMBER_FLOW_RUN_ID"  # set by the Prefect flow for the stages i
 
 def tracking_uri(paths: Paths) -> str:
     """MLFLOW_TRACKING_URI when set (a tracking server), else the local store under var/."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.var / 'mlflow' / 'mlflow.db'}"
-    )
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
 
 
 def uses_server(paths: Paths) -> bool:
     """Whether MLFLOW_TRACKING_URI names a store other than the local one under var/ (which
     MLflow itself exports once a process pointed at it)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return bool(uri) and uri != f"sqlite:///{paths.var / 'mlflow' / 'mlflow.db'}"
+    return bool(uri) and uri != f"sqlite:///{paths.mlflow_db}"
 
 
 def safe_uri(uri: str) -> str:
@@ -58,7 +56,7 @@ def prepare(paths: Paths) -> str:
     if uri.startswith(("http://", "https://")):
         check_server(uri, cfg.connect_timeout_seconds, cfg.connect_attempts)
     else:
-        (paths.var / "mlflow").mkdir(parents=True, exist_ok=True)
+        (paths.mlflow_store).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -100,7 +98,7 @@ def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc.__cause__ or exc
     detail = (str(cause).strip().splitlines() or [""])[0][:200]
     what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
-    store = paths.var / "mlflow" / "mlflow.db"
+    store = paths.mlflow_db
     if uri != f"sqlite:///{store}":  # decided by the URI: MLflow exports it once set
         return (f"the MLflow tracking server at {safe_uri(uri)} cannot be used ({what}); "
                 "nothing was changed")  # fmt: skip
@@ -165,7 +163,7 @@ def start(paths: Paths) -> str:
         return str(found.experiment_id)
     # The local store keeps artifacts beside it under var/ (MLflow's default is ./mlruns);
     # a tracking server decides for itself.
-    artifacts = (paths.var / "mlflow" / "artifacts").as_uri() if local else None
+    artifacts = (paths.mlflow_store / "artifacts").as_uri() if local else None
     return str(client.create_experiment(name, artifact_location=artifacts))
 
 
@@ -173,7 +171,7 @@ def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
     """The git commit and dirty flag, the DVC hashes of a stage's inputs, the flow run."""
     tags = {"git.commit": _git(paths, "rev-parse", "HEAD") or "unknown"}
     tags["git.dirty"] = str(bool(_git(paths, "status", "--porcelain", "--untracked-files=no")))
-    lock = paths.root / "dvc.lock"
+    lock = paths.dvc_lock
     stages = yaml.safe_load(lock.read_text()).get("stages", {}) if lock.exists() else {}
     for out in stages.get(inputs_of, {}).get("outs", []):
         tags[f"dvc.{out['path']}"] = str(out.get("md5", ""))

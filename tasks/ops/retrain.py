@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.core import clock
 from tasks.core.config import RetrainWhen
 from tasks.core.io import read_json
 from tasks.core.paths import Paths
@@ -91,7 +92,7 @@ def unfinished_stages(lock: dict[str, Any], stages: list[str]) -> list[str]:
 
 def unjudged_run(paths: Paths) -> str | None:
     """The MLflow run of the trained candidate when no release has judged it yet."""
-    train = read_json(paths.models / "train.json", default=None)
+    train = read_json(paths.train_record, default=None)
     if not train:
         return None
     judged = read_json(paths.judged, default={}) or {}
@@ -101,7 +102,7 @@ def unjudged_run(paths: Paths) -> str | None:
 def last_training(paths: Paths) -> LastTraining | None:
     """From models/train.json: the newest day of its test window, and when it finished
     (the file's time for a training recorded before `finished` existed)."""
-    info = paths.models / "train.json"
+    info = paths.train_record
     train = read_json(info, default=None)
     if not train:
         return None
@@ -136,7 +137,7 @@ def verdict(
     """The policy's decision; `stages`: the stages it governs (after validation)."""
     import yaml
 
-    lock_file = paths.root / "dvc.lock"
+    lock_file = paths.dvc_lock
     lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
     behind = unfinished_stages(lock or {}, stages or [])
     if behind and not force:
@@ -144,7 +145,7 @@ def verdict(
                              "had not run on its inputs' latest version")  # fmt: skip
     last = last_training(paths)
     new = rows_after(paths.validated / rule.source, last.newest_day) if last else 0
-    decided = decide(rule, last, new, now or dt.datetime.now(dt.UTC), force)
+    decided = decide(rule, last, new, now or clock.now(), force)
     pending = None if decided.retrain else unjudged_run(paths)
     if pending:
         reason = f"{decided.reason}; the candidate of MLflow run {pending} awaits its release"

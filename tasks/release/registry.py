@@ -9,7 +9,6 @@ tracking server is, and an entry is never rewritten. Releases and rollbacks hold
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from tasks.core import tracking
+from tasks.core import clock, tracking
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
 
@@ -70,7 +69,7 @@ def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
 def record(client: MlflowClient, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Append one entry to the release history."""
     entries = history(client, name)
-    entry = {"seq": len(entries) + 1, "at": now(), **entry}
+    entry = {"seq": len(entries) + 1, "at": clock.stamp(), **entry}
     client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{entry['seq']:06d}", clip(entry))
     return entry
 
@@ -130,13 +129,9 @@ def clip(value: Any) -> str:
     return text if len(text) <= TAG_LIMIT else text[: TAG_LIMIT - 3] + "..."
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def champion_summary(paths: Paths, name: str) -> dict[str, Any] | None:
     """{"version", "metrics"} of the champion, or None before the first release."""
-    local_store = paths.var / "mlflow" / "mlflow.db"
+    local_store = paths.mlflow_db
     if not tracking.uses_server(paths) and not local_store.exists():
         return None  # no store yet: nothing was ever released, and nothing to create
     client = connect(paths)
