@@ -79,12 +79,15 @@ def start(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
 def _start_or_reuse(
     paths: Paths, cfg: ServerParams, say: Callable[[str], None], idle_minutes: float
 ) -> str:
-    from filelock import FileLock
+    from tasks.core.locks import exclusive
 
     home = folder(paths)
-    home.mkdir(parents=True, exist_ok=True)
     # Two commands starting at once: one starts the server, the other waits and reuses it.
-    with FileLock(str(home / "start.lock")):
+    with exclusive(
+        home / "start.lock", timeout=cfg.start_timeout_seconds,
+        what="a command starting the local Prefect server",
+        setting="flow.server.start_timeout_seconds", say=say,
+    ):  # fmt: skip
         state = read_state(paths)
         if state is None:
             state = _launch(paths, cfg, idle_minutes)

@@ -62,6 +62,7 @@ def wait_for_dvc(root: Path, timeout: float) -> None:
 
 def dvc_holder(root: Path) -> str | None:
     """Who holds DVC's locks now, in words; None when nobody does."""
+    # DVC's own lock library: its locks are not the kind tasks/core/locks.py takes.
     import zc.lockfile
 
     lock_file = root / ".dvc" / "tmp" / "lock"

@@ -30,7 +30,13 @@ from tasks.core.paths import Paths
 from tasks.ml.baselines import BASELINES
 from tasks.ml.features import LABEL, Encoders
 from tasks.ml.inference import probabilities
-from tasks.ml.metrics import REPORTED, choose_threshold, metric_block, recall_at_precision
+from tasks.ml.metrics import (
+    REPORTED,
+    calibration_table,
+    choose_threshold,
+    metric_block,
+    recall_at_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +72,7 @@ def curve_points(y: np.ndarray, proba: np.ndarray, points: int = 200) -> pd.Data
 
 
 def calibration_points(y: np.ndarray, proba: np.ndarray, bins: int) -> pd.DataFrame:
-    which = np.minimum((proba * bins).astype(int), bins - 1)
-    frame = pd.DataFrame({"bin": which, "p": proba, "y": y}).groupby("bin")
-    return pd.DataFrame(
-        {"mean_predicted": frame["p"].mean(), "fraction_delayed": frame["y"].mean()}
-    )
+    return calibration_table(y, proba, bins)[["mean_predicted", "fraction_delayed"]]
 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:

@@ -39,11 +39,11 @@ def test_unreachable_target_never_warns() -> None:
     y, p = np.array([0, 0, 1]), np.array([0.9, 0.8, 0.1])  # the delay scores lowest: 1/3 at best
     assert recall_at_precision(y, p, 0.6) == 0.0
     assert choose_threshold(y, p, 0.6) == NEVER
-    assert metric_block(y, p, NEVER, 0.6)["recall"] == 0.0
+    assert metric_block(y, p, NEVER, 0.6, bins=10)["recall"] == 0.0
 
 
 def test_block_at_the_threshold() -> None:
-    block = metric_block(Y, P, threshold=0.6, min_precision=0.6)
+    block = metric_block(Y, P, threshold=0.6, min_precision=0.6, bins=10)
     assert block["precision"] == 0.75 and block["recall"] == 0.75
     assert block["accuracy"] == 6 / 8
     assert block["rows"] == 8 and block["positives"] == 4

@@ -8,6 +8,7 @@ is the best recall reachable with precision >= min_precision.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -45,19 +46,27 @@ def choose_threshold(y: np.ndarray, proba: np.ndarray, min_precision: float) -> 
     return float(thresholds[best])
 
 
-def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
-    """Mean |predicted - observed| over equal-width probability bins, weighted by size."""
+def calibration_table(y: np.ndarray, proba: np.ndarray, bins: int) -> pd.DataFrame:
+    """Per non-empty equal-width probability bin: the mean prediction, the observed rate
+    and the bin's share of the rows. The one binning: the ECE and the plot both use it."""
     which = np.minimum((proba * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            error += abs(proba[members].mean() - y[members].mean()) * members.mean()
-    return float(error)
+    grouped = pd.DataFrame({"bin": which, "p": proba, "y": y}).groupby("bin")
+    return pd.DataFrame({
+        "mean_predicted": grouped["p"].mean(),
+        "fraction_delayed": grouped["y"].mean(),
+        "share": grouped["y"].size() / len(y),
+    })  # fmt: skip
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int) -> float:
+    """Mean |predicted - observed| over equal-width probability bins, weighted by size."""
+    table = calibration_table(y, proba, bins)
+    gap = (table["mean_predicted"] - table["fraction_delayed"]).abs()
+    return float((gap * table["share"]).sum())
 
 
 def metric_block(
-    y: np.ndarray, proba: np.ndarray, threshold: float, min_precision: float, bins: int = 10
+    y: np.ndarray, proba: np.ndarray, threshold: float, min_precision: float, bins: int
 ) -> dict[str, float]:
     warn = proba >= threshold
     hits = float((warn & (y == 1)).sum())
