@@ -1,0 +1,169 @@
+"""Running the flow from the command line: once (`plumber run`) or on its schedule
+(`plumber serve`), against the local Prefect server under var/ or PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tasks.core.config import Params, load_params
+from tasks.core.entry import raise_stopped
+from tasks.core.errors import PlumberError, StepError, Stopped, report
+from tasks.core.paths import Paths
+
+
+def use_project_environment(paths: Paths) -> None:
+    """Settings every command shares; explicit environment variables still win."""
+    # DVC stages run `python -m tasks.<step>`: make that the interpreter running plumber.
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("PREFECT_HOME", str(paths.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
+    # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # Loading a registered model draws a progress bar per file: noise in logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
+    """`plumber run`: the flow once, against the local Prefect server or PREFECT_API_URL;
+    its outcome as one line and an exit code (0, 1, 2 bad params, 75 busy, 128+N signal)."""
+    params = load_params(paths.params)  # a bad params.yaml fails here, before Prefect starts
+    from flows.overrides import changes_of, check, parse_assignments
+
+    overrides = changes_of(parse_assignments(assignments))
+    check(paths.params, overrides)  # a bad --set is exit 2 here, before the flow starts
+    from flows.locks import run_lock
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    # Fail fast when another run holds the repository, before starting anything.
+    with run_lock(paths, params.flow.lock_timeout_seconds, say), prefect_api(paths, params):
+        from prefect.exceptions import TerminationSignal
+
+        from flows.pipeline import pipeline
+        from flows.stages import signal_name
+
+        # Prefect turns SIGTERM into a crashed run (its hooks record it), then sends the
+        # signal again to the handler it found: this one, which ends the command cleanly.
+        signal.signal(signal.SIGTERM, raise_stopped)
+        try:
+            state = pipeline(
+                root=str(paths.root), force=force, overrides=overrides or None,
+                return_state=True,
+            )  # fmt: skip
+        except (TerminationSignal, Stopped) as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else int(exc.signal)
+            say(f"stopped: {signal_name(signum)} received; the run is recorded as crashed "
+                "and the next run finishes what it left")  # fmt: skip
+            return 128 + signum
+    from flows.stages import StageCancelled
+
+    if state.is_cancelled():
+        return report(StageCancelled(state.message or "the flow run was cancelled"))
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, PlumberError):  # its own words: "stage X failed: ..."
+            return report(error)
+        return report(StepError(state.message or "the flow failed"))
+    print(format_run(state.result(), paths))
+    return 0
+
+
+@contextmanager
+def prefect_api(paths: Paths, params: Params) -> Iterator[None]:
+    """Point Prefect at a server for the block: PREFECT_API_URL if set, else the local one
+    under var/ (started if needed). With the local one, its history is pruned after."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from flows import local_server
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    url = local_server.ensure(paths, params.flow.server, say)
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
+        local_server.touch(paths)
+        try:
+            local_server.prune_history(url, params.flow.server.keep_runs)
+        except Exception as exc:  # pruning is housekeeping: never fail a run for it
+            say(f"note: could not prune the local Prefect history ({type(exc).__name__})")
+
+
+def format_run(report: dict[str, Any], paths: Paths) -> str:
+    """The run for people: stages, the retrain verdict, evaluation, the release."""
+    shown = {"ran": "ran", "unchanged": "skipped (unchanged)", "skipped": "skipped"}
+    lines = [
+        f"  {r['stage']:<12}{shown[r['outcome']]:<22}{r['seconds']:.1f}s" for r in report["stages"]
+    ]
+    rows = report["rows"]
+    lines.append(
+        f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"
+    )
+    if report["retrain"]:
+        from tasks.ops.retrain import describe as describe_verdict
+
+        lines.append(describe_verdict(report["retrain"]))
+    if not report["release"]:  # no retrain, and no candidate waiting for its release
+        return "\n".join(lines)
+    metrics = paths.metrics
+    if metrics.exists():
+        from tasks.core.io import read_json
+        from tasks.evaluate import summary
+
+        lines.append(summary(read_json(metrics)))
+    from tasks.release.run import Outcome, describe
+
+    lines.append(describe(Outcome(**report["release"])))
+    return "\n".join(lines)
+
+
+def serve_flow(paths: Paths) -> int:
+    """`plumber serve`: the scheduled deployment, until stopped."""
+    from flows import deployment
+
+    params = load_params(paths.params)
+    serve = params.flow.serve
+    with prefect_api(paths, params), _keep_local_server(paths):
+        print(
+            f"serving deployment plumber/{serve.name}: cron '{serve.cron}' ({serve.timezone}), "
+            f"one run at a time (overlap: {serve.overlap}); runs at "
+            f"{os.environ['PREFECT_API_URL'].removesuffix('/api')}; Ctrl-C stops"
+        )
+        deployment.serve(serve, paths.root)
+    return 0
+
+
+@contextmanager
+def _keep_local_server(paths: Paths) -> Iterator[None]:
+    """While serving, keep the local server's idle clock from running out."""
+    import threading
+
+    from flows import local_server
+
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(60):
+            local_server.touch(paths)
+
+    threading.Thread(target=beat, name="keep-server", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
