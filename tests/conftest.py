@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.core.config import load_params
 from tasks.core.paths import Paths
 from tests.factories import MiniProject
 
@@ -74,7 +73,3 @@ def project(tmp_path: Path) -> MiniProject:
 @pytest.fixture
 def paths(project: MiniProject) -> Paths:
     return Paths.at(project.root)
-
-
-def params_of(project: MiniProject):
-    return load_params(project.root / "params.yaml")

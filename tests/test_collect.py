@@ -19,7 +19,7 @@ from tasks.core.errors import SourceError
 from tasks.core.io import read_json
 from tasks.core.paths import Paths
 from tasks.data import partitions
-from tests.factories import MiniProject, file_bytes, flight_rows, weather_rows
+from tests.factories import ROOT, MiniProject, file_bytes, flight_rows, weather_rows
 
 DAY = dt.date(2013, 3, 1)
 KEY = ["k"]
@@ -237,7 +237,7 @@ def test_unknown_source_name(project: MiniProject) -> None:
 
 
 def collect_process(root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "tasks.collect"], cwd=root, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

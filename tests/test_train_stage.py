@@ -14,32 +14,31 @@ import pytest
 import yaml
 
 from tasks.core.io import read_json
-from tests.factories import feature_project
-
-ROOT = Path(__file__).parents[1]
+from tests.factories import ROOT, feature_project
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> Path:
+def featured(tmp_path: Path, monkeypatch) -> Path:
+    """A project root with features built, as the train stage finds it in a flow run."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PLUMBER_FLOW_RUN_ID", "flow-run-123")
     return feature_project(tmp_path)
 
 
-def test_train_and_evaluate_record_everything(project: Path) -> None:
+def test_train_and_evaluate_record_everything(featured: Path) -> None:
     import mlflow
 
     from tasks import evaluate, train
     from tasks.core.config import load_params
     from tasks.core.paths import Paths
 
-    paths = Paths.at(project)
+    paths = Paths.at(featured)
     params = load_params(paths.params)
     info = train.run(params, paths)
     report = evaluate.run(params, paths)
 
-    assert (project / "models/model.pt").exists() and read_json(
-        project / "models/train.json"
+    assert (featured / "models/model.pt").exists() and read_json(
+        featured / "models/train.json"
     ) == info
     run = mlflow.MlflowClient().get_run(info["run_id"])
     assert run.data.params["train.lr"] == "0.001" and run.data.params["model.hidden"] == "[16]"
@@ -56,8 +55,8 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
     assert set(inputs) == {"train", "valid", "test"} and all(
         d.dataset.digest for d in inputs.values()
     )
-    assert run.info.artifact_uri.startswith((project / "var/mlflow/artifacts").as_uri())
-    assert not (project / "mlruns").exists()
+    assert run.info.artifact_uri.startswith((featured / "var/mlflow/artifacts").as_uri())
+    assert not (featured / "mlruns").exists()
 
     # The shape tools rely on, every block on the same test rows.
     assert set(report) >= {"model", "baselines", "slices", "threshold", "test_rows"}
@@ -78,13 +77,13 @@ def test_train_and_evaluate_record_everything(project: Path) -> None:
         assert all(key in b for b in blocks)
     assert report["baselines"]["majority"]["recall_at_precision"] == 0.0
     assert set(report["slices"]["origin"]) == {"EWR", "JFK", "LGA"}
-    assert {p.name for p in (project / "reports/plots").iterdir()} >= {
+    assert {p.name for p in (featured / "reports/plots").iterdir()} >= {
         "pr",
         "calibration",
         "confusion.csv",
         "pr_curves.png",
     }
-    predictions = pd.read_parquet(project / "reports/test_predictions.parquet")
+    predictions = pd.read_parquet(featured / "reports/test_predictions.parquet")
     assert len(predictions) == 300 and predictions["proba"].between(0, 1).all()
 
 
@@ -136,29 +135,29 @@ def train_process(root: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_killed_training_leaves_the_previous_outputs_and_the_next_run_completes(
-    project: Path,
+    featured: Path,
 ) -> None:
-    assert train_process(project).wait(timeout=300) == 0
-    before = {p.name: p.read_bytes() for p in (project / "models").iterdir()}
+    assert train_process(featured).wait(timeout=300) == 0
+    before = {p.name: p.read_bytes() for p in (featured / "models").iterdir()}
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = yaml.safe_load((featured / "params.yaml").read_text())
     params["train"].update(epochs=200, patience=200, seed=5)  # long enough to be killed in
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = train_process(project)
+    (featured / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = train_process(featured)
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "epoch 2:" not in proc.stderr.readline():
         pass
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    after = {p.name: p.read_bytes() for p in (project / "models").iterdir()}
+    after = {p.name: p.read_bytes() for p in (featured / "models").iterdir()}
     assert after == before, "a killed training changed or half-wrote its outputs"
 
     params["train"].update(epochs=3, patience=4)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert train_process(project).wait(timeout=300) == 0
+    (featured / "params.yaml").write_text(yaml.safe_dump(params))
+    assert train_process(featured).wait(timeout=300) == 0
     assert (
-        read_json(project / "models/train.json")["run_id"]
+        read_json(featured / "models/train.json")["run_id"]
         != read_json_bytes(before["train.json"])["run_id"]
     )
 

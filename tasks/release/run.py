@@ -42,7 +42,7 @@ from tasks.release.packaging import size_mb
 
 log = logging.getLogger(__name__)
 
-# Tests set this to a step name to kill the release right there (see tests/test_release.py).
+# Tests set this to a step name to kill the release right there (see tests/release/test_release.py).
 FAULT_ENV = "PLUMBER_RELEASE_FAULT_AT"
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks.core.io import atomic_path, prefetched, remove_stale_temps, write_parquet
+from tests.factories import wait_until
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -47,12 +48,12 @@ def test_prefetched_keeps_order_and_reads_ahead_by_one() -> None:
 
     seen = []
     for item in prefetched(items()):
-        time.sleep(0.05)
+        # While item i is worked on, the next one is fetched (waited for, however slow the
+        # machine), and never more than one in the queue and one in hand beyond it.
+        assert wait_until(lambda item=item: len(produced) >= min(item + 2, 5), timeout=30)
         seen.append((item, len(produced)))
     assert [s[0] for s in seen] == [0, 1, 2, 3, 4]
-    # While item i is worked on, at most i + 2 more were fetched (one in the queue, one in hand).
     assert all(done <= item + 3 for item, done in seen)
-    assert seen[0][1] >= 2  # the next item was fetched meanwhile
 
 
 def test_prefetched_raises_the_producers_error() -> None:

@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from flows.cli import main
 from tasks.core.config import load_params
 from tasks.core.errors import ConfigError
-
-ROOT = Path(__file__).parents[1]
+from tests.factories import ROOT
 
 
 def params_with(tmp_path: Path, change) -> Path:

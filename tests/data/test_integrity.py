@@ -64,7 +64,7 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def dvc_project(project: MiniProject) -> MiniProject:
+def collected(project: MiniProject) -> MiniProject:
     """The mini project as a DVC project whose collect stage has run once."""
     project.add_days(DAY, 3)
     (project.root / "dvc.yaml").write_text(COLLECT_STAGE)
@@ -146,9 +146,9 @@ def test_a_corrected_file_replaces_what_its_earlier_version_contributed(tmp_path
 
 
 def test_a_deleted_or_altered_partition_is_noticed_and_restored_from_the_dvc_cache(
-    dvc_project: MiniProject,
+    collected: MiniProject,
 ) -> None:
-    root = dvc_project.root
+    root = collected.root
     paths = Paths.at(root)
     good = file_bytes(root / "data/raw")
     (root / "data/raw/weather/2013-03-02.parquet").unlink()
@@ -159,44 +159,44 @@ def test_a_deleted_or_altered_partition_is_noticed_and_restored_from_the_dvc_cac
     assert st["sources"]["flights"]["damaged"] == []  # same size: only a hash tells
     assert st["sources"]["weather"]["rows"] == 2 * 72
     with pytest.raises(StepError, match=r"flights/2013-03-01.parquet was altered since collect"):
-        run_validate(dvc_project)  # validate never uses what collect did not write
+        run_validate(collected)  # validate never uses what collect did not write
 
-    run_collect(dvc_project)
+    run_collect(collected)
     assert file_bytes(root / "data/raw") == good
     assert status(paths)["sources"]["weather"]["damaged"] == []
 
     (root / "data/raw/weather/2013-03-01.parquet").unlink()
     with pytest.raises(StepError, match=r"weather/2013-03-01.parquet is missing \(the manifest"):
-        run_validate(dvc_project)
+        run_validate(collected)
 
 
 def test_without_a_cached_copy_a_lost_partition_is_read_again_from_its_source(
-    dvc_project: MiniProject,
+    collected: MiniProject,
 ) -> None:
-    root = dvc_project.root
+    root = collected.root
     good = file_bytes(root / "data/raw")
     shutil.rmtree(root / ".dvc/cache")
     (root / "data/raw/weather/2013-03-02.parquet").unlink()
     (root / "data/raw/flights/2013-03-03.parquet").unlink()
-    run_collect(dvc_project)  # the drop file and the SQL rows of those days, read again
+    run_collect(collected)  # the drop file and the SQL rows of those days, read again
     assert file_bytes(root / "data/raw") == good
 
-    with dvc_project.engine.begin() as conn:  # gone upstream too: nothing can restore it
-        conn.execute(sa.text(f"DELETE FROM {dvc_project.table} WHERE day = 3"))
+    with collected.engine.begin() as conn:  # gone upstream too: nothing can restore it
+        conn.execute(sa.text(f"DELETE FROM {collected.table} WHERE day = 3"))
     (root / "data/raw/flights/2013-03-03.parquet").unlink()
     before = read_json(root / "data/raw/manifest.json")
     with pytest.raises(SourceError, match=r"flights: partition\(s\) 2013-03-03 lost"):
-        run_collect(dvc_project)
+        run_collect(collected)
     assert read_json(root / "data/raw/manifest.json") == before  # nothing recorded
 
 
 # --- item 8: a byte flipped in the DVC cache -------------------------------------------------
 
 
-def test_a_corrupt_cache_object_is_repaired_or_never_pushed(dvc_project: MiniProject) -> None:
+def test_a_corrupt_cache_object_is_repaired_or_never_pushed(collected: MiniProject) -> None:
     from flows.cli import main
 
-    root = dvc_project.root
+    root = collected.root
     partition = root / "data/raw/flights/2013-03-01.parquet"
     obj = integrity.dvc_object(root, partition)
     assert obj is not None and obj.exists()
@@ -221,9 +221,9 @@ def test_a_corrupt_cache_object_is_repaired_or_never_pushed(dvc_project: MiniPro
 
 
 def test_a_corrupt_object_in_the_remote_fails_the_pull_instead_of_checking_it_out(
-    dvc_project: MiniProject, tmp_path: Path
+    collected: MiniProject, tmp_path: Path
 ) -> None:
-    root = dvc_project.root
+    root = collected.root
     dvc(root, "config", "remote.local.verify", "true")  # as the project's .dvc/config does
     dvc(root, "push", "-q")
     remote_obj = next(p for p in (root / "var/remote").rglob("*") if p.is_file() and

@@ -13,8 +13,7 @@ from flows.cli import main
 from flows.locks import run_lock, wait_for_dvc
 from tasks.core.errors import EXIT_BUSY, Busy
 from tasks.core.paths import Paths
-
-ROOT = Path(__file__).parents[1]
+from tests.factories import ROOT
 
 
 def _hold_run_lock(root: Path) -> subprocess.Popen[str]:

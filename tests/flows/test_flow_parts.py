@@ -19,8 +19,7 @@ from flows.stages import _relay, last_error, run_captured
 from tasks.core.config import FlowParams, ServeParams, load_params
 from tasks.core.errors import ConfigError
 from tasks.core.paths import Paths
-
-ROOT = Path(__file__).parents[1]
+from tests.factories import ROOT, wait_until
 
 
 def test_overrides_are_typed_by_the_params_models() -> None:
@@ -150,11 +149,15 @@ def test_a_stage_past_its_time_limit_is_stopped_with_what_it_started(tmp_path: P
     assert timed_out and code != 0 and time.monotonic() - started < 20
     assert lines == tail == ["INFO tasks.train: epoch 1"]
     grandchild = int(pid_file.read_text())
-    time.sleep(0.5)
-    assert (
-        not Path(f"/proc/{grandchild}").exists()
-        or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
-    )  # gone (or a zombie awaiting its reaper)
+    assert wait_until(lambda: gone(grandchild), timeout=30), f"process {grandchild} still runs"
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie awaiting its reaper."""
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1]
+    except FileNotFoundError:
+        return True
 
 
 def test_stage_output_is_relayed_at_its_level(caplog) -> None:
@@ -219,7 +222,7 @@ def test_a_bad_set_is_exit_2_before_the_flow_starts(tmp_path: Path, capsys) -> N
 
 
 @pytest.fixture
-def dvc_project(tmp_path: Path) -> Path:
+def faulty_stages(tmp_path: Path) -> Path:
     """A DVC project without git, with stages that fail, stall or are busy."""
     import subprocess
 
@@ -240,19 +243,19 @@ def dvc_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_stage_runs_through_dvc_and_its_failures_are_named(dvc_project: Path) -> None:
+def test_a_stage_runs_through_dvc_and_its_failures_are_named(faulty_stages: Path) -> None:
     from flows.stages import RAN, UNCHANGED, StageTimeout, reproduce_stage
     from tasks.core.errors import Busy, StepError
 
-    assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == RAN
-    assert reproduce_stage(dvc_project, "works", lock_timeout=5).outcome == UNCHANGED
+    assert reproduce_stage(faulty_stages, "works", lock_timeout=5).outcome == RAN
+    assert reproduce_stage(faulty_stages, "works", lock_timeout=5).outcome == UNCHANGED
     with pytest.raises(StepError, match="^weather: bad.csv is empty$"):
-        reproduce_stage(dvc_project, "fails", lock_timeout=5)
+        reproduce_stage(faulty_stages, "fails", lock_timeout=5)
     with pytest.raises(Busy, match="the release lock"):
-        reproduce_stage(dvc_project, "busy", lock_timeout=5)
+        reproduce_stage(faulty_stages, "busy", lock_timeout=5)
     started = time.monotonic()
     with pytest.raises(StageTimeout, match=r"stopped after 2 s \(flow.stage_timeout_seconds"):
-        reproduce_stage(dvc_project, "stalls", lock_timeout=5, timeout=2)
+        reproduce_stage(faulty_stages, "stalls", lock_timeout=5, timeout=2)
     assert time.monotonic() - started < 30
 
 

@@ -49,7 +49,8 @@ def trained(root: Path, seed: int = 42) -> tuple[Params, Paths]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> tuple[Params, Paths]:
+def candidate(tmp_path: Path, monkeypatch) -> tuple[Params, Paths]:
+    """A trained and evaluated candidate in a fresh project, with its own MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return trained(tmp_path)
@@ -69,8 +70,8 @@ def plumber(paths: Paths, *args: str, env: dict[str, str] | None = None, timeout
     )  # fmt: skip
 
 
-def test_first_release_registers_evidence_and_moves_champion(project) -> None:
-    params, paths = project
+def test_first_release_registers_evidence_and_moves_champion(candidate) -> None:
+    params, paths = candidate
     outcome = release.run(params, paths)
     assert (outcome.decision, outcome.version) == ("released", "1"), outcome.reasons
     assert (outcome.champion_before, outcome.champion_after) == (None, "1")
@@ -106,8 +107,8 @@ def test_first_release_registers_evidence_and_moves_champion(project) -> None:
     assert status(paths, NAME)["champion"]["version"] == "1"
 
 
-def test_champion_rescored_on_identical_rows_then_force_and_rollback(project) -> None:
-    params, paths = project
+def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) -> None:
+    params, paths = candidate
     release.run(params, paths)
     champion_metrics = json.loads((paths.reports / "metrics.json").read_text())["model"]
 
@@ -159,8 +160,8 @@ def test_champion_is_compared_only_on_days_it_never_saw() -> None:
         evidence.unseen_by({}, test)
 
 
-def test_rejected_candidate_is_a_normal_outcome(project) -> None:
-    params, paths = project
+def test_rejected_candidate_is_a_normal_outcome(candidate) -> None:
+    params, paths = candidate
     strict = params.model_copy(
         update={"release": params.release.model_copy(update={"max_p99_latency_ms": 0.001})}
     )
@@ -173,8 +174,8 @@ def test_rejected_candidate_is_a_normal_outcome(project) -> None:
     assert registry.history(client, NAME) == []
 
 
-def test_failed_smoke_test_rejects_and_moves_nothing(project) -> None:
-    params, paths = project
+def test_failed_smoke_test_rejects_and_moves_nothing(candidate) -> None:
+    params, paths = candidate
     predictions = paths.reports / "test_predictions.parquet"
     frame = pd.read_parquet(predictions)
     frame.assign(proba=frame["proba"] + 0.01).to_parquet(predictions)  # evaluate disagrees
@@ -186,8 +187,8 @@ def test_failed_smoke_test_rejects_and_moves_nothing(project) -> None:
     assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
 
 
-def test_a_smoke_test_past_its_limit_is_stopped_and_rejects(project) -> None:
-    params, paths = project
+def test_a_smoke_test_past_its_limit_is_stopped_and_rejects(candidate) -> None:
+    params, paths = candidate
     hasty = params.model_copy(  # loading the model alone takes longer than this
         update={"release": params.release.model_copy(update={"smoke_timeout_seconds": 0.5})}
     )
@@ -222,8 +223,8 @@ def test_a_failing_registry_is_an_error_never_taken_for_a_missing_version(
         registry.champion(dead, "m")
 
 
-def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkeypatch) -> None:
-    params, paths = project
+def test_unreachable_registry_is_a_clear_error_and_nothing_moves(candidate, monkeypatch) -> None:
+    params, paths = candidate
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -239,10 +240,10 @@ def test_unreachable_registry_is_a_clear_error_and_nothing_moves(project, monkey
     assert not (paths.var / "release" / "model").exists()
 
 
-def test_lock_held_elsewhere_names_the_lock(project) -> None:
+def test_lock_held_elsewhere_names_the_lock(candidate) -> None:
     from filelock import FileLock
 
-    params, paths = project
+    params, paths = candidate
     quick = params.model_copy(
         update={"release": params.release.model_copy(update={"lock_timeout_seconds": 0.2})}
     )
@@ -252,8 +253,8 @@ def test_lock_held_elsewhere_names_the_lock(project) -> None:
 
 
 @pytest.mark.slow
-def test_two_releases_at_once_are_serialized(project) -> None:
-    _, paths = project
+def test_two_releases_at_once_are_serialized(candidate) -> None:
+    _, paths = candidate
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [sys.executable, "-m", "flows.cli", "--root", str(paths.root), "release"]
@@ -270,9 +271,9 @@ def test_two_releases_at_once_are_serialized(project) -> None:
 
 @pytest.mark.slow
 def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_works(
-    project,
+    candidate,
 ) -> None:
-    params, paths = project
+    params, paths = candidate
     release.run(params, paths)  # champion: version 1
     trained(paths.root, seed=7)  # the next candidate
     client = client_for(paths)
@@ -308,8 +309,8 @@ def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_work
 
 
 @pytest.mark.slow
-def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory) -> None:
-    params, paths = project
+def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factory) -> None:
+    params, paths = candidate
     release.run(params, paths)
     test = pd.read_parquet(paths.features / "test.parquet").head(40)
     expected = pd.read_parquet(paths.reports / "test_predictions.parquet")["proba"].head(40)
@@ -367,13 +368,13 @@ def test_served_champion_and_predict_match_the_pyfunc(project, tmp_path_factory)
         server.wait(timeout=30)
 
 
-def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(project) -> None:
+def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(candidate) -> None:
     import json as json_
 
     from tasks.core import journal
     from tasks.release import recovery
 
-    params, paths = project
+    params, paths = candidate
     release.run(params, paths)
     client = client_for(paths)
     # A rollback killed between its alias move and its history entry: the alias points at a

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core import guard
-from tests.factories import wait_until
+from tests.factories import ROOT, wait_until
 
-ROOT = Path(__file__).parents[1]
 # A command that starts a grandchild and waits: what `dvc repro` running a stage looks like.
 TREE = ["sh", "-c", "sleep 300 & sleep 300; echo done"]
 

@@ -1,0 +1,1 @@
+"""Tests of flows/: the flow, its stages, the local server, the CLI."""
