@@ -10,10 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.core.paths import Paths
-from tests.factories import MiniProject
+from tests.factories import ROOT, MiniProject
 
 # Log lines of tasks.* outside a flow run stay local (as `plumber` sets it), in every test.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# prefect.toml names var/prefect as Prefect's home; Prefect makes that folder but not var/,
+# and warns when it cannot (a fresh clone has no var/ yet).
+(ROOT / "var" / "prefect").mkdir(parents=True, exist_ok=True)
 
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -315,3 +315,9 @@ def model_config(cardinalities: list[int], n_numeric: int, **changes: Any) -> Mo
     values = {"max_embedding_dim": train.max_embedding_dim, "hidden": list(train.hidden),
               "dropout": train.dropout, "members": train.members}  # fmt: skip
     return ModelConfig(cardinalities=cardinalities, n_numeric=n_numeric, **{**values, **changes})
+
+
+def kill(proc: Any) -> None:
+    """SIGKILL a test's helper process, reap it and close its pipes."""
+    proc.kill()
+    proc.communicate()

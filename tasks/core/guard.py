@@ -40,16 +40,16 @@ def run_guarded(
 ) -> subprocess.CompletedProcess[str]:
     """subprocess.run for a guarded command: past `timeout` (or interrupted) its whole
     process group is stopped, then TimeoutExpired (or the interruption) is raised."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # the with closes its pipes, however it ends
         command(argv), start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, **popen,
-    )  # fmt: skip
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        stop_group(proc.pid)
-        proc.wait()
-        raise
+    ) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            stop_group(proc.pid)
+            proc.wait()
+            raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core import guard
-from tests.factories import ROOT, wait_until
+from tests.factories import ROOT, kill, wait_until
 
 # A command that starts a grandchild and waits: what `dvc repro` running a stage looks like.
 TREE = ["sh", "-c", "sleep 300 & sleep 300; echo done"]
@@ -40,8 +40,7 @@ def test_the_command_and_its_children_die_with_the_parent_even_on_sigkill() -> N
     group = int(parent.stdout.readline())
     assert wait_until(lambda: len(guard.members(group)) >= 3)  # guard, sh, two sleeps
     tree = guard.members(group)
-    parent.kill()  # SIGKILL: no clean-up code of the parent runs
-    parent.wait()
+    kill(parent)  # SIGKILL: no clean-up code of the parent runs
     assert wait_until(lambda: not any(alive(pid) for pid in tree)), [
         pid for pid in tree if alive(pid)
     ]

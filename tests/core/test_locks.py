@@ -13,7 +13,7 @@ from flows.cli import main
 from flows.locks import run_lock, wait_for_dvc
 from tasks.core.errors import EXIT_BUSY, Busy
 from tasks.core.paths import Paths
-from tests.factories import ROOT
+from tests.factories import ROOT, kill
 
 
 def _hold_run_lock(root: Path) -> subprocess.Popen[str]:
@@ -35,8 +35,7 @@ def test_a_held_run_lock_names_its_holder(tmp_path: Path) -> None:
         with pytest.raises(Busy, match=f"a plumber run \\(pid {holder.pid}, since "):
             run_lock(paths, timeout=0.2).__enter__()
     finally:
-        holder.kill()
-        holder.wait()
+        kill(holder)
     with run_lock(paths, timeout=2):  # released when its holder died
         pass
 
@@ -59,8 +58,7 @@ def test_plumber_run_exits_75_while_another_run_holds_the_repository(tmp_path, c
     try:
         assert main(["--root", str(tmp_path), "run"]) == EXIT_BUSY
     finally:
-        holder.kill()
-        holder.wait()
+        kill(holder)
     err = capsys.readouterr().err
     # It says at once whom it waits for and how long, then gives up naming the holder.
     assert f"waiting for a plumber run (pid {holder.pid}, since " in err
@@ -81,6 +79,5 @@ def test_waits_for_a_dvc_command_then_names_it(tmp_path: Path) -> None:
         with pytest.raises(Busy, match=f"a DVC command \\(pid {holder.pid}: `dvc repro`"):
             wait_for_dvc(tmp_path, timeout=0.5)
     finally:
-        holder.kill()
-        holder.wait()
+        kill(holder)
     wait_for_dvc(tmp_path, timeout=5)  # free once its holder is gone
