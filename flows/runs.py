@@ -52,7 +52,7 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
         from prefect.exceptions import TerminationSignal
 
         from flows.pipeline import pipeline
-        from flows.stages import signal_name
+        from flows.process import signal_name
 
         # Prefect turns SIGTERM into a crashed run (its hooks record it), then sends the
         # signal again to the handler it found: this one, which ends the command cleanly.

@@ -15,7 +15,8 @@ import yaml
 from flows import deployment, summary
 from flows.overrides import Overrides, apply, changes_of, parse_assignments
 from flows.pipeline import check_timeouts
-from flows.stages import _relay, last_error, run_captured
+from flows.process import last_error, run_captured
+from flows.stages import _relay
 from tasks.core.config import FlowParams, ServeParams, load_params
 from tasks.core.errors import ConfigError
 from tasks.core.paths import Paths
