@@ -6,7 +6,8 @@ The stage list lives in dvc.yaml alone; this module asks DVC for it, so the flow
 A stage that changed runs as `dvc repro --single-item NAME` in its own process group
 (flows/process.py), so its output can be read line by line into the flow's logs, the
 error line it ends with can name the failure, and a stage past its time limit can be
-stopped with everything it started. DVC decides what changed and records it in dvc.lock, exactly as `dvc repro` does.
+stopped with everything it started. DVC decides what changed and records it in
+dvc.lock, exactly as `dvc repro` does.
 """
 
 from __future__ import annotations
