@@ -135,6 +135,7 @@ def changed_stages(root: Path) -> set[str]:
     }
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_an_edit_to_any_module_a_stage_imports_makes_dvc_rerun_that_stage(committed) -> None:
     assert changed_stages(committed) == set()  # the stand-in lock matches the code
     runs = {

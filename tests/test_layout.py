@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.factories import ROOT
 
 
@@ -70,6 +72,7 @@ print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after
 """
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_importing_any_module_changes_nothing(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", IMPORT_ALL], cwd=tmp_path, capture_output=True, text=True,

@@ -16,6 +16,9 @@ import yaml
 from tasks.core.io import read_json
 from tests.factories import ROOT, feature_project
 
+# The stages train and evaluate for real: make test-fast leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def featured(tmp_path: Path, monkeypatch) -> Path:
@@ -133,7 +136,6 @@ def train_process(root: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-@pytest.mark.slow
 def test_killed_training_leaves_the_previous_outputs_and_the_next_run_completes(
     featured: Path,
 ) -> None:

@@ -25,6 +25,9 @@ from tasks.data import integrity
 from tasks.ops.status import status
 from tests.factories import MiniProject, file_bytes, weather_rows
 
+# Each test builds a DVC project and runs DVC: make test-fast leaves them out.
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2013, 3, 1)
 BIN = Path(sys.executable).parent
 COLLECT_STAGE = """stages:

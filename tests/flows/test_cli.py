@@ -98,6 +98,7 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
     }  # fmt: skip
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_every_command_has_help_with_an_example() -> None:
     for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
                     ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"],

@@ -133,6 +133,7 @@ def test_the_mlflow_run_is_a_link_only_with_a_tracking_server(tmp_path, monkeypa
     )
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_a_stage_past_its_time_limit_is_stopped_with_what_it_started(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild.pid"
     script = (
@@ -244,6 +245,7 @@ def faulty_stages(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_a_stage_runs_through_dvc_and_its_failures_are_named(faulty_stages: Path) -> None:
     from flows.stages import RAN, UNCHANGED, StageTimeout, reproduce_stage
     from tasks.core.errors import Busy, StepError

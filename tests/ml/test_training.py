@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 
 from tasks.ml.model import DelayModel, load_checkpoint, save_checkpoint
@@ -31,6 +32,7 @@ def weights_hash(model: DelayModel) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_overfits_one_batch() -> None:
     batch = synthetic(64, seed=1)
     settings = fit_settings(

@@ -26,6 +26,10 @@ from tasks.release import evidence, registry
 from tasks.release import run as release
 from tests.factories import ROOT, feature_project
 
+# Every test trains and evaluates a candidate and talks to a real MLflow store:
+# make test-fast leaves them out.
+pytestmark = pytest.mark.slow
+
 # Random rows: a lenient gate, so the decisions below follow from the champion comparison.
 LENIENT = {
     "min_recall_at_precision": 0.0, "min_pr_auc": 0.0, "min_lift_over_majority": -1.0,
@@ -252,7 +256,6 @@ def test_lock_held_elsewhere_names_the_lock(candidate) -> None:
         release.run(quick, paths)
 
 
-@pytest.mark.slow
 def test_two_releases_at_once_are_serialized(candidate) -> None:
     _, paths = candidate
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -269,7 +272,6 @@ def test_two_releases_at_once_are_serialized(candidate) -> None:
     assert len(registry.history(client, NAME)) == 1
 
 
-@pytest.mark.slow
 def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_works(
     candidate,
 ) -> None:
@@ -308,7 +310,6 @@ def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_work
     assert final.returncode == 0 and "decision: released (forced)" in final.stdout
 
 
-@pytest.mark.slow
 def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factory) -> None:
     params, paths = candidate
     release.run(params, paths)
