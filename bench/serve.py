@@ -55,23 +55,24 @@ def main() -> int:
     import torch
 
     from tasks.core.io import read_json
+    from tasks.core.paths import Paths
     from tasks.ml.features import Encoders
     from tasks.ml.inference import plain_rows
     from tasks.ml.model import load_checkpoint
     from tasks.release.packaging import package
 
-    features, models = ROOT / "data" / "features", ROOT / "models"
-    if not (models / "model.pt").exists():
+    paths = Paths.at(ROOT)
+    if not paths.checkpoint.exists():
         raise SystemExit("no trained model in models/: run `make run` first")
-    test = pd.read_parquet(features / "test.parquet")
-    threshold = read_json(ROOT / "reports" / "metrics.json")["threshold"]
+    test = pd.read_parquet(paths.split("test"))
+    threshold = read_json(paths.metrics)["threshold"]
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="plumber-bench-serve-") as tmp:
-        folder = package(models / "model.pt", features / "encoders.json", threshold,
-                         test.head(5), ROOT / "requirements.lock", Path(tmp) / "model")  # fmt: skip
+        folder = package(paths.checkpoint, paths.encoders, threshold,
+                         test.head(5), paths.requirements_lock, Path(tmp) / "model")  # fmt: skip
         pyfunc = mlflow.pyfunc.load_model(str(folder))
-        model = load_checkpoint(models / "model.pt")
-        encoders = Encoders.from_json(read_json(features / "encoders.json"))
+        model = load_checkpoint(paths.checkpoint)
+        encoders = Encoders.from_json(read_json(paths.encoders))
 
         rows = plain_rows(test)
         batches = [rows.iloc[i : i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)]

@@ -74,15 +74,16 @@ def real_step(train, valid, config, settings, store: Path) -> float:  # type: ig
 def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> None:
     from tasks.core.config import load_params
     from tasks.core.io import read_json
+    from tasks.core.paths import Paths
     from tasks.ml.features import Encoders
     from tasks.ml.training import FitSettings
     from tasks.train import load_split, model_config, tensors
 
     params = load_params(ROOT / "params.yaml").train
-    encoders = Encoders.from_json(read_json(features / "encoders.json"))
-    paths = type("P", (), {"features": features})()
-    train = tensors(load_split(paths, "train"), encoders)  # type: ignore[arg-type]
-    valid = tensors(load_split(paths, "valid"), encoders)  # type: ignore[arg-type]
+    paths = Paths.at(features.parents[1])  # the project whose data/features these are
+    encoders = Encoders.from_json(read_json(paths.encoders))
+    train = tensors(load_split(paths, "train"), encoders)
+    valid = tensors(load_split(paths, "valid"), encoders)
     config = model_config(params, encoders, train)
     # Early stopping off: both loops run the same number of epochs.
     settings = FitSettings(
