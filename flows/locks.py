@@ -7,9 +7,11 @@
   any DVC command) and its per-output locks (.dvc/tmp/rwlock, held by a stage DVC runs).
 
 So a `dvc repro` started by hand during a flow run runs its stages between the flow's
-stages, never beside one. Every wait says at once what it waits for and for how long
-(`flow.lock_timeout_seconds`); past that, `Busy` names the holder (exit 75), never DVC's
-raw "Unable to acquire lock" or "is busy".
+stages, never beside one. The flow reads dvc.lock (the stages' order and state, the retrain
+policy) only while holding DVC's repository lock, as DVC's own commands do: another DVC
+command never writes it meanwhile, so it is never read half-written. Every wait says at
+once what it waits for and for how long (`flow.lock_timeout_seconds`); past that, `Busy`
+names the holder (exit 75), never DVC's raw "Unable to acquire lock" or "is busy".
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ def wait_for_dvc(root: Path, timeout: float) -> None:
             log.warning("waiting for %s; up to %g s (flow.lock_timeout_seconds)", holder, timeout)
             said = True
         time.sleep(0.5)
+
+
+@contextmanager
+def holding_dvc(root: Path, timeout: float) -> Iterator[None]:
+    """Hold DVC's repository lock for a short read of dvc.lock, once its holders are gone
+    (waited for, naming them, up to `timeout`). A DVC command that wants it meanwhile
+    retries for 3 s, or waits with --wait-for-lock."""
+    import zc.lockfile
+
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
+        try:
+            held = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))
+            break
+        except zc.lockfile.LockError:  # taken between the check and now: wait again
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        held.close()
 
 
 def dvc_holder(root: Path) -> str | None:

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, Completed
 
 from flows import summary
-from flows.locks import run_lock
+from flows.locks import holding_dvc, run_lock, wait_for_dvc
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
 from flows.run_record import record_end, record_run, record_start
@@ -99,7 +99,10 @@ def skip_stage(name: str, reason: str) -> Any:
 def retrain_policy(
     root: Path, params: Params, force: str | None, stages: list[str]
 ) -> dict[str, Any]:
-    verdict = retrain.verdict(params.schedule.retrain_when, Paths.at(root), force, stages=stages)
+    with holding_dvc(root, params.flow.lock_timeout_seconds):  # it reads dvc.lock
+        verdict = retrain.verdict(
+            params.schedule.retrain_when, Paths.at(root), force, stages=stages
+        )
     logging.getLogger(__name__).info("%s", retrain.describe(verdict))
     return asdict(verdict)
 
@@ -227,6 +230,7 @@ def _run_stages(
     paths: Paths, params: Params, run_id: str, forced: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
     """The stages in DVC's order, the retrain policy after POLICY_AFTER, the release."""
+    wait_for_dvc(paths.root, params.flow.lock_timeout_seconds)
     stages = stage_order(paths.root)
     check_timeouts(params.flow, stages)
     governed = stages[stages.index(POLICY_AFTER) + 1 :] if POLICY_AFTER in stages else []

@@ -89,11 +89,12 @@ class StageTimeout(StepError):
 
 
 def stage_order(root: Path) -> list[str]:
-    """Every stage of dvc.yaml, dependencies first, as `dvc repro` would run them."""
+    """Every stage of dvc.yaml, dependencies first, as `dvc repro` would run them. Read
+    under DVC's repository lock, as DVC's commands read it: never a half-written dvc.lock."""
     from dvc.repo import Repo
     from dvc.repo.reproduce import get_active_graph, plan_repro
 
-    with Repo(str(root)) as repo:
+    with Repo(str(root)) as repo, repo.lock:
         return [_address(root, stage) for stage in plan_repro(get_active_graph(repo.index.graph))]
 
 
