@@ -136,6 +136,7 @@ def train_process(root: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.drill  # a real kill at every step: with the fault drills (make test-drills)
 def test_killed_training_leaves_the_previous_outputs_and_the_next_run_completes(
     featured: Path,
 ) -> None:

@@ -272,6 +272,7 @@ def test_two_releases_at_once_are_serialized(candidate) -> None:
     assert len(registry.history(client, NAME)) == 1
 
 
+@pytest.mark.drill  # a real kill at every step: with the fault drills (make test-drills)
 def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_works(
     candidate,
 ) -> None:
