@@ -47,21 +47,22 @@ def run_captured(
     watcher = _watch(proc, stop_when, finished)
     tail: deque[str] = deque(maxlen=40)
     try:
-        with proc:  # its pipe closed however this ends
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                tail.append(line)
-                on_line(line)
-            code = proc.wait()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+        code = proc.wait()
     finally:
         finished.set()
         if watcher is not None:
             watcher.join(timeout=30)
         if timer is not None:
             timer.cancel()
-        if proc.poll() is None:  # interrupted (SIGTERM, Ctrl-C)
+        if proc.poll() is None:  # interrupted (SIGTERM, Ctrl-C): stop it, never wait for it
             _stop_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
     return code, list(tail), timed_out.is_set()
 
 

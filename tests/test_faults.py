@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.factories import (
     LENIENT_GATE,
@@ -229,11 +230,20 @@ def test_a_release_killed_at_its_smoke_test_is_repaired_by_the_next_run(repo: Pa
 
 def test_sigterm_stops_the_run_and_records_it_as_crashed(repo: Path) -> None:
     training = training_record(repo)
-    run = start(repo, "run", "--force")
-    record = wait_for("training to start", training)
-    assert isinstance(record, dict)
-    run.send_signal(signal.SIGTERM)  # to the plumber process alone
-    assert run.wait(120) == 128 + signal.SIGTERM
+    params = repo / "params.yaml"
+    before = params.read_text()
+    # A training long enough that the stop surely lands in it, however fast the machine.
+    slow = yaml.safe_load(before)
+    slow["train"].update(epochs=5000, patience=5000)
+    params.write_text(yaml.safe_dump(slow, sort_keys=False))
+    try:
+        run = start(repo, "run", "--force")
+        record = wait_for("training to start", training)
+        assert isinstance(record, dict)
+        run.send_signal(signal.SIGTERM)  # to the plumber process alone
+        assert run.wait(120) == 128 + signal.SIGTERM
+    finally:
+        params.write_text(before)
     assert "stopped: SIGTERM received; the run is recorded as crashed" in output_of(run)
     no_leftovers(repo)
     last = status(repo)["last_run"]
