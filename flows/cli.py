@@ -39,6 +39,8 @@ Examples:
   plumber releases                  the release history
   plumber rollback --reason TEXT    back to the previous champion
   plumber predict --input rows.csv --output scored.csv
+  plumber lineage champion          the champion back to its code, params and data
+  plumber reproduce champion        rebuild it from its record; exit 0 when identical
 """
 
 # Flow runs log through Prefect's handlers; every other command logs to stderr itself.
@@ -249,6 +251,48 @@ def predict(
     rows = predicting.run(load_params(ctx.obj.params), ctx.obj, input, output)
     print(f"scored {rows:,} rows with the champion -> {output}")
     return 0
+
+
+@app.command(epilog="Examples: plumber lineage champion; plumber lineage 3 --json; "
+             "plumber lineage models:/flight-delay@champion")  # fmt: skip
+def lineage(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="a version, an alias, models:/NAME@ALIAS or a run id")],
+    as_json: JSON = False,
+) -> int:
+    """A model version back to its MLflow run, flow run, commit, params, stages and data."""
+    from tasks.ops import lineage as chain
+    from tasks.release import registry
+
+    client = registry.connect(ctx.obj)
+    found = chain.resolve(client, load_params(ctx.obj.params).release.model_name, ref)
+    links = chain.lineage(ctx.obj, client, found)
+    print(json.dumps(links, indent=2) if as_json else chain.describe(links))
+    return 0
+
+
+@app.command(epilog="Examples: plumber reproduce champion; plumber reproduce 3 --offline; "
+             "plumber reproduce --all-released (a weekly check: prefect.yaml)")  # fmt: skip
+def reproduce(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="as for `plumber lineage`")] = None,
+    all_released: Annotated[bool, typer.Option(help="every version ever released")] = False,
+    offline: Annotated[bool, typer.Option(help="data from the local DVC cache")] = False,
+    log: Annotated[bool, typer.Option("--log", help="keep the rebuild's MLflow run")] = False,
+    keep: Annotated[bool, typer.Option(help="keep the temporary workspace")] = False,
+    remote: Annotated[str, typer.Option(help="a DVC remote name or URL to read")] = "",
+    as_json: JSON = False,
+) -> int:
+    """Rebuild a model from its record in a temporary workspace and compare the weights,
+    metrics and test predictions: exit 0 identical, 1 different, 2 record incomplete."""
+    from tasks.ops import reproduce as rebuilding
+
+    if (ref is None) == (not all_released):
+        raise ConfigError("name one model version (REF) or --all-released")
+    options = rebuilding.Options(offline=offline, log_run=log, keep=keep, remote=remote)
+    report_, code = rebuilding.run(ctx.obj, load_params(ctx.obj.params), ref, options)
+    print(json.dumps(report_, indent=2) if as_json else "\n".join(r["text"] for r in report_))
+    return code
 
 
 def _date(text: str) -> dt.date:

@@ -50,6 +50,8 @@ R = TypeVar("R")
 # The retrain policy is asked once this stage has run: the stages after it build features,
 # train and evaluate, and are left out when no retrain is needed.
 POLICY_AFTER = "validate"
+# The flow's steps after the DVC stages, for a candidate: its record, then the release.
+AFTER_STAGES = ("record", "release")
 
 
 def masking(fn: Callable[P, R]) -> Callable[P, R]:
@@ -117,6 +119,21 @@ def recover(root: Path, model_name: str) -> list[str]:
     return recovery.recover(paths, model_name) if recovery.needed(paths) else []
 
 
+@task(name="record", task_run_name="record", cache_policy=NO_CACHE, persist_result=False)
+@masking
+def record_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
+    """Every stage's data pushed to the DVC remote, and the candidate's record written to
+    its MLflow run (tasks/lineage/record.py): what `plumber reproduce` rebuilds it from."""
+    from tasks.core.io import read_json, require
+    from tasks.lineage import record
+
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    wait_for_dvc(root, params.flow.lock_timeout_seconds)
+    run_id = read_json(require(paths.train_record, "train"))["run_id"]
+    return record.publish(paths, params, run_id, flow_run_id)
+
+
 @task(name="release", task_run_name="release", cache_policy=NO_CACHE, persist_result=False)
 @masking
 def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
@@ -152,11 +169,11 @@ def _stage_task(name: str, flow_params: FlowParams) -> Any:
 
 
 def check_timeouts(flow_params: FlowParams, stages: list[str]) -> None:
-    unknown = set(flow_params.stage_timeout_seconds) - {*stages, "release", "default"}
+    unknown = set(flow_params.stage_timeout_seconds) - {*stages, *AFTER_STAGES, "default"}
     if unknown:
         raise ConfigError(
             f"flow.stage_timeout_seconds: no stage named {', '.join(sorted(unknown))} "
-            f"(stages: {', '.join(stages)}, release, default)"
+            f"(stages: {', '.join([*stages, *AFTER_STAGES])}, default)"
         )
 
 
@@ -252,14 +269,26 @@ def _run_stages(
         if name == POLICY_AFTER:
             verdict = retrain_policy(paths.root, params, forced, governed)
     if verdict is not None and not (verdict["retrain"] or verdict["judge"]):
-        results.append(_skipped("release"))
+        results += [_skipped(name) for name in AFTER_STAGES]
         return results, verdict, None
-    release = release_candidate.with_options(timeout_seconds=params.flow.timeout_for("release"))
-    started = time.perf_counter()
-    try:
-        outcome = release(paths.root, run_id)
-    except Exception as exc:
-        raise StageFailed("release", exc) from exc
-    seconds = round(time.perf_counter() - started, 3)
+    recorded = _after_stage(record_candidate, "record", paths, params, run_id)
+    results.append(
+        asdict(StageResult("record", RAN, recorded[1], note=recorded[0]["remote"]["url"]))
+    )
+    outcome, seconds = _after_stage(release_candidate, "release", paths, params, run_id)
     results.append(asdict(StageResult("release", RAN, seconds, note=outcome["decision"])))
     return results, verdict, outcome
+
+
+def _after_stage(
+    step: Any, name: str, paths: Paths, params: Params, run_id: str
+) -> tuple[dict[str, Any], float]:
+    """One of AFTER_STAGES as its task, with its timeout; its result and seconds."""
+    started = time.perf_counter()
+    try:
+        result = step.with_options(timeout_seconds=params.flow.timeout_for(name))(
+            paths.root, run_id
+        )
+    except Exception as exc:
+        raise StageFailed(name, exc) from exc
+    return result, round(time.perf_counter() - started, 3)

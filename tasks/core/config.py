@@ -208,6 +208,8 @@ class ReleaseParams(_Strict):
     min_slice_fraction: float = Field(default=0.8, ge=0, le=1)
     max_p99_latency_ms: float = Field(default=50.0, gt=0)
     max_model_mb: float = Field(default=25.0, gt=0)
+    # A candidate whose record is incomplete or whose data the DVC remote lacks is rejected.
+    require_reproducible: bool = True
     smoke_rows: int = Field(default=2000, ge=1, description="test rows the smoke test predicts")
     smoke_tolerance: float = Field(default=1e-6, gt=0, description="vs evaluate's predictions")
     smoke_timeout_seconds: float = Field(default=600, gt=0)
@@ -308,6 +310,23 @@ class TrackingParams(_Strict):
     request_retries: int = Field(default=2, ge=0, description="of each MLflow call")
 
 
+class LineageParams(_Strict):
+    """Each candidate's record (tasks/lineage/record.py) and where its data goes."""
+
+    remote: str = Field(default="", description="DVC remote name; empty: core.remote")
+    push_attempts: int = Field(default=3, ge=1, description="of dvc push, on failure")
+    push_retry_delay_seconds: float = Field(default=5, ge=0, description="doubling")
+    push_timeout_seconds: float = Field(default=1800, gt=0, description="one dvc push")
+    data_branch: str = Field(default="plumber/data", description="empty: no data commits")
+
+    @field_validator("data_branch")
+    @classmethod
+    def _branch_name(cls, name: str) -> str:
+        if name and (name.startswith(("-", "/")) or ".." in name or " " in name):
+            raise ValueError(f"{name!r} is not a git branch name")
+        return name
+
+
 class ScheduleParams(_Strict):
     retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
 
@@ -324,6 +343,7 @@ class Params(_Strict):
     flow: FlowParams = Field(default_factory=FlowParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    lineage: LineageParams = Field(default_factory=LineageParams)
 
     @model_validator(mode="after")
     def _retrain_source_is_collected(self) -> Params:

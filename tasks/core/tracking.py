@@ -138,17 +138,19 @@ def find(what: str, ask: Callable[[], T]) -> T | None:
 
 
 def experiment_name(paths: Paths) -> str:
+    """tracking.experiment, unless MLFLOW_EXPERIMENT_NAME (MLflow's own variable) names
+    another: `plumber reproduce --log` sends a rebuild's run to a scratch experiment."""
     from tasks.core.config import load_params
 
-    return load_params(paths.params).tracking.experiment
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or load_params(paths.params).tracking.experiment
 
 
-def start(paths: Paths) -> str:
-    """Point MLflow at the store and return the id of the experiment tracking.experiment
-    names (created if needed)."""
+def start(paths: Paths, experiment: str | None = None) -> str:
+    """Point MLflow at the store and return the id of the experiment `experiment` (by
+    default experiment_name's), created if needed."""
     import mlflow
 
-    name = experiment_name(paths)
+    name = experiment or experiment_name(paths)
     # Decided first: set_tracking_uri itself exports MLFLOW_TRACKING_URI.
     local = not uses_server(paths)
     uri = prepare(paths)

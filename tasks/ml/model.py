@@ -14,6 +14,7 @@ model can be rebuilt from the file alone.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,8 +114,13 @@ class DelayModel(nn.Module):
 def save_checkpoint(model: DelayModel, path: Path) -> None:
     from tasks.core.io import atomic_path
 
+    # Saved to memory first: torch names the records inside the file after the file it
+    # writes to, and the temporary name is random, so the same weights would give other
+    # bytes (and another DVC hash) each time.
+    buffer = io.BytesIO()
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> DelayModel:

@@ -27,7 +27,9 @@ def version_tags(
     reason: str,
 ) -> dict[str, str]:
     """A judged version's tags (its `decision` tag is set last, apart from these)."""
-    lineage = {k: v for k, v in run_tags.items() if k.startswith(("git.", "dvc.", "prefect."))}
+    lineage = {
+        k: v for k, v in run_tags.items() if k.startswith(("git.", "dvc.", "prefect.", "lineage."))
+    }
     tags = {
         **lineage,
         "mlflow.run_id": run_id,

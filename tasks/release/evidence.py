@@ -70,6 +70,7 @@ def gather(
     size: float,
     champion: Any,
     test: pd.DataFrame,
+    record_gaps: list[str],
 ) -> Evidence:
     champion_block = candidate_block = None
     if champion is not None:
@@ -84,6 +85,7 @@ def gather(
         size_mb=size,
         champion=champion_block,
         candidate_on_shared_rows=candidate_block,
+        record_gaps=tuple(record_gaps),
     )
 
 

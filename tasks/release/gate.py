@@ -9,6 +9,7 @@ clears every check below; against an existing champion it must also improve by a
     champion     on the same rows, not worse by more than max_regression (metric and PR-AUC)
     slices       each origin airport at least min_slice_fraction of the overall metric
     budgets      p99 single-row latency and packaged size
+    reproducible its record is complete and every object of its data is in the DVC remote
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Evidence:
     # the first release.
     champion: dict[str, float] | None = None
     candidate_on_shared_rows: dict[str, float] | None = None
+    # What rebuilding the candidate would lack: record files, objects not in the DVC
+    # remote (tasks/lineage/record.py). Empty: it can be rebuilt from the shared stores.
+    record_gaps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def checks(evidence: Evidence, policy: ReleaseParams) -> list[Check]:
               policy.max_model_mb,
               f"packaged size {evidence.size_mb:.2f} MB (budget {policy.max_model_mb:g} MB)"),
     ]  # fmt: skip
+    out.append(_reproducible(evidence.record_gaps, policy.require_reproducible))
     if evidence.champion is not None and evidence.candidate_on_shared_rows is not None:
         for metric in (METRIC, "pr_auc"):
             change = evidence.candidate_on_shared_rows[metric] - evidence.champion[metric]
@@ -100,6 +105,16 @@ def checks(evidence: Evidence, policy: ReleaseParams) -> list[Check]:
                           f"{metric} change against the champion")
             )  # fmt: skip
     return out
+
+
+def _reproducible(gaps: tuple[str, ...], required: bool) -> Check:
+    if not gaps:
+        return Check("reproducible", True, 0.0, 0.0, "record complete, data in the DVC remote")
+    shown = ", ".join(gaps[:3]) + (", ..." if len(gaps) > 3 else "")
+    detail = f"not reproducible: {len(gaps)} missing ({shown})"
+    if not required:
+        detail += "; allowed by release.require_reproducible: false"
+    return Check("reproducible", not required, float(len(gaps)), 0.0, detail)
 
 
 def decide(evidence: Evidence, policy: ReleaseParams, force: bool = False) -> Decision:

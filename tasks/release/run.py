@@ -6,12 +6,15 @@ Steps, in order; the alias move is the only step that changes what is served:
 
     1. lock        one release or rollback at a time (var/release.lock)
     2. reconcile   repair what a killed release left (tasks/release/registry.py)
+       record      the candidate's data pushed and its record written, unless the flow's
+                   `record` task did (tasks/lineage/record.py)
     3. package     the pyfunc model, saved under var/release/ and logged to the training run
     4. register    a new version of `release.model_name`, decision "pending"
     5. smoke       a fresh process loads it by registry URI and must reproduce evaluate's
                    predictions within release.smoke_tolerance; latency measured there
-    6. gate        the champion re-scored on the candidate's test days it never saw;
-                   tasks/release/gate.py decides; the version is tagged with the evidence
+    6. gate        the champion re-scored on the candidate's test days it never saw, and
+                   the record checked against the DVC remote; tasks/release/gate.py
+                   decides; the version is tagged with the evidence
     7. promote     on "released" only: `champion` moves, and the history records it
 
 Killed anywhere, `champion` still points at a fully registered, smoke-tested version, and
@@ -36,6 +39,7 @@ from tasks.core.config import Params
 from tasks.core.errors import StepError
 from tasks.core.io import read_json, require, write_json
 from tasks.core.paths import Paths
+from tasks.lineage import record
 from tasks.release import card, evidence, recovery, registry
 from tasks.release.gate import REJECTED, Decision, Evidence, decide
 from tasks.release.packaging import size_mb
@@ -100,7 +104,9 @@ def run(
         _step("lock")
         client = registry.connect(paths)
         repaired = recovery.recover(paths, name, client)
-        release = Release(params, paths, client, train, metrics, force, reason, flow_run_id, entry)
+        unrecorded = _record(params, paths, client, run_id, flow_run_id)
+        release = Release(params, paths, client, train, metrics, force, reason, flow_run_id, entry,
+                          unrecorded)  # fmt: skip
         outcome = _judge(release)
         outcome.repaired = repaired + outcome.repaired
     write_json(paths.judged, {"run_id": run_id, "version": outcome.version,
@@ -121,6 +127,7 @@ class Release:
     reason: str
     flow_run_id: str | None
     entry: journal.Intent
+    unrecorded: str = ""  # why the candidate's record could not be written, if it could not
 
     @property
     def name(self) -> str:
@@ -129,6 +136,20 @@ class Release:
     @property
     def run_id(self) -> str:
         return str(self.train["run_id"])
+
+
+def _record(params: Params, paths: Paths, client: Any, run_id: str, flow_run_id: str | None) -> str:
+    """The candidate's record, unless the flow's `record` task wrote it: "" when written,
+    else why not (the gate's `reproducible` check then names it)."""
+    if record.recorded(client, run_id):
+        return ""
+    _step("lineage")
+    try:
+        record.publish(paths, params, run_id, flow_run_id)
+    except StepError as exc:
+        log.warning("the candidate's record could not be written: %s", exc)
+        return f"the record could not be written: {exc}"
+    return ""
 
 
 def _judge(r: Release) -> Outcome:
@@ -147,7 +168,8 @@ def _judge(r: Release) -> Outcome:
         _tag(r, version, {"reasons": registry.clip([str(exc)])}, REJECTED)
         return Outcome(REJECTED, [str(exc)], version, was, was)
     _step("gate")
-    found = evidence.gather(r.params, r.metrics, smoke, size, before, test)
+    gaps = [r.unrecorded] if r.unrecorded else record.gaps(r.paths, r.client, r.run_id)
+    found = evidence.gather(r.params, r.metrics, smoke, size, before, test, gaps)
     decision = decide(found, r.params.release, force=r.force)
     _record_decision(r, version, found, decision, smoke)
     compared = card.compared(found)

@@ -102,7 +102,7 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
                     ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"],
-                    ["server"], ["push"]):  # fmt: skip
+                    ["server"], ["push"], ["lineage"], ["reproduce"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,
@@ -113,6 +113,8 @@ def test_every_command_has_help_with_an_example() -> None:
         example = out.stdout.lower().partition("example")[2]  # "example:" or "examples:"
         assert f"plumber {' '.join(command)}" in example, command
     assert main(["demo", "init", "--now", "July"]) == 2  # bad usage: click's message, exit 2
+    assert main(["reproduce"]) == 2  # neither a version nor --all-released
+    assert main(["reproduce", "3", "--all-released"]) == 2
     assert main(["bogus"]) == 2
 
 

@@ -89,7 +89,7 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     assert state.is_completed()
     report = state.result()
     assert {s["stage"]: s["outcome"] for s in report["stages"]} == dict.fromkeys(
-        ["collect", "validate", "featurize", "train", "evaluate", "release"], "ran"
+        ["collect", "validate", "featurize", "train", "evaluate", "record", "release"], "ran"
     )
     assert report["retrain"] == {
         "retrain": True,
@@ -119,7 +119,8 @@ def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -
     state, tasks = run_flow(repo)
     assert state.is_completed()
     assert tasks["collect"] == "Completed" and tasks["validate"] == "Cached"
-    assert [tasks[s] for s in ("featurize", "train", "evaluate", "release")] == ["Skipped"] * 4
+    skipped = ("featurize", "train", "evaluate", "record", "release")
+    assert [tasks[s] for s in skipped] == ["Skipped"] * 5
     report = state.result()
     assert report["release"] is None
     assert report["retrain"]["reason"].startswith("0 new rows since 2013-01-03")

@@ -80,6 +80,19 @@ def test_prefect_yaml_declares_the_deployment_plumber_serve_serves() -> None:
     assert {key: entry[key] for key in spec} == spec
 
 
+def test_every_deployment_in_prefect_yaml_names_a_flow() -> None:
+    import importlib
+
+    from prefect import Flow
+
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    assert [d["name"] for d in declared] == ["plumber-daily", "plumber-reproduce-weekly"]
+    for entry in declared:
+        path, _, name = entry["entrypoint"].partition(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert isinstance(getattr(module, name), Flow), entry["entrypoint"]
+
+
 @pytest.mark.parametrize(("overlap", "strategy"), [("wait", "ENQUEUE"), ("cancel", "CANCEL_NEW")])
 def test_the_served_deployment_allows_one_run_at_a_time(overlap: str, strategy: str) -> None:
     serve = ServeParams(cron="30 5 * * 1-5", timezone="Europe/Paris", overlap=overlap)

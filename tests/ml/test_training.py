@@ -101,6 +101,10 @@ def test_checkpoint_holds_config_and_weights(tmp_path) -> None:
         loaded.predict_proba(batch.codes, batch.numeric),
         model.predict_proba(batch.codes, batch.numeric),
     )
+    # The same weights are the same bytes, wherever they are saved: DVC's hash of
+    # models/model.pt changes only when the model does.
+    save_checkpoint(model, tmp_path / "elsewhere.pt")
+    assert (tmp_path / "elsewhere.pt").read_bytes() == (tmp_path / "m.pt").read_bytes()
 
 
 def test_ensemble_members_differ_and_predictions_are_their_mean() -> None:

@@ -52,6 +52,8 @@ CASES = [
     ("below the floor", evidence(candidate=block(0.45)), False, REJECTED, "recall at precision 0.4500"),
     ("no lift over logistic regression", evidence(candidate=block(0.71)), False, REJECTED,
      "lift over logistic_regression -0.0100"),
+    ("data not in the DVC remote", evidence(record_gaps=("data/validated/flights/x.parquet",)),
+     False, REJECTED, "not reproducible: 1 missing (data/validated/flights/x.parquet)"),
     ("forced despite a failure", evidence(latency_p99_ms=80.0), True, RELEASED,
      "forced despite: p99 single-row latency 80.0 ms"),
     ("forced over a better champion", evidence(**against_champion(0.70, 0.73)), True, RELEASED,

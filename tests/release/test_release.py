@@ -35,6 +35,9 @@ LENIENT = {
     "min_recall_at_precision": 0.0, "min_pr_auc": 0.0, "min_lift_over_majority": -1.0,
     "min_lift_over_logistic_regression": -1.0, "min_slice_fraction": 0.0,
     "smoke_rows": 300, "latency_samples": 20,
+    # These projects hold features and a model but no git or DVC history: nothing to
+    # record. test_an_unrecorded_candidate_is_not_released checks the check itself.
+    "require_reproducible": False,
 }  # fmt: skip
 NAME = "flight-delay"
 
@@ -109,6 +112,18 @@ def test_first_release_registers_evidence_and_moves_champion(candidate) -> None:
     from tasks.ops.status import status
 
     assert status(paths, NAME)["champion"]["version"] == "1"
+
+
+def test_an_unrecorded_candidate_is_not_released(candidate) -> None:
+    params, paths = candidate
+    policy = params.release.model_copy(update={"require_reproducible": True})
+    outcome = release.run(params.model_copy(update={"release": policy}), paths)
+    assert (outcome.decision, outcome.champion_after) == ("rejected", None)
+    [reason] = outcome.reasons
+    assert reason.startswith("not reproducible: 1 missing (the record could not be written: ")
+    assert "dvc.lock" in reason
+    tags = client_for(paths).get_model_version(NAME, outcome.version).tags
+    assert json.loads(tags["gate.failed"]) == ["reproducible"]
 
 
 def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) -> None:
