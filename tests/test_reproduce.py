@@ -151,6 +151,39 @@ def test_a_run_without_a_record_is_incomplete_exit_2(repo: Path) -> None:
     assert f"MLflow run {bare} lacks lineage/record.json" in done.stderr
 
 
+def test_a_record_is_refused_when_the_checkout_no_longer_built_the_candidate(
+    repo: Path,
+) -> None:
+    import yaml
+
+    from tasks.core.errors import StepError
+    from tasks.core.paths import Paths
+    from tasks.lineage import record
+
+    paths = Paths.at(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    record.check_candidate(paths, lock)  # as the flow left it: nothing to say
+    params = (repo / "params.yaml").read_text()
+    changed = yaml.safe_load(params)
+    changed["train"]["lr"] = 0.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        with pytest.raises(StepError, match=r"other code or params than the working copy holds "
+                           r"now \(train: params.yaml \(train\) changed\)"):  # fmt: skip
+            record.check_candidate(paths, lock)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    model = repo / "models/model.pt"
+    kept = model.read_bytes()
+    model.chmod(0o644)
+    model.write_bytes(kept + b"\0")
+    try:
+        with pytest.raises(StepError, match="models/model.pt is not what dvc.lock records"):
+            record.check_candidate(paths, lock)
+    finally:
+        model.write_bytes(kept)
+
+
 def test_plain_dvc_repro_builds_byte_identical_outputs(repo: Path) -> None:
     """The stages rerun by hand with DVC give the very bytes `plumber run` recorded (last:
     it makes a new training run in the repository)."""

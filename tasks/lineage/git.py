@@ -60,7 +60,13 @@ def snapshot(
     """The working copy of `root` as a tree, but for the paths in `leave_out` (outputs
     the record holds otherwise), with `extra` files (path -> content) added on top; `diff`
     is the code's change alone, without `extra`."""
-    commit = git(root, "rev-parse", "HEAD").decode().strip()
+    if not is_repository(root):
+        raise StepError(f"{root} is not a git repository: a record names the commit of the "
+                        "code it ran (git init && git add -A && git commit)")  # fmt: skip
+    commit = git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).decode().strip()
+    if not commit:
+        raise StepError(f"the git repository at {root} has no commit yet: a record names the "
+                        "commit of the code it ran (git add -A && git commit)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="plumber-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git(root, "read-tree", commit, env=env)

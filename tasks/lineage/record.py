@@ -43,6 +43,7 @@ FOLDER = "lineage"  # the artifact folder of the record in the training run
 RECORDED_TAG = "lineage.recorded"
 FILES = ("record.json", "params.yaml", "dvc.lock", "manifest.json")  # code.diff when dirty
 DIFF = "code.diff"
+FIRST_REBUILT = "featurize"  # a rebuild reruns this stage and those after it
 # What a candidate's record needs the stage outputs to agree with (dvc.lock against disk).
 CANDIDATE_OUTS = {"train": "models/model.pt", "evaluate": "reports/test_predictions.parquet"}
 
@@ -96,9 +97,16 @@ def metric_files(root: Path) -> list[str]:
             for m in stage.get("metrics", [])]  # fmt: skip
 
 
+def rebuilt_stages(lock: dict[str, Any]) -> list[str]:
+    """The stages a rebuild reruns: FIRST_REBUILT and those after it, in dvc.lock's order."""
+    names = list(lock.get("stages") or {})
+    return names[names.index(FIRST_REBUILT) :] if FIRST_REBUILT in names else []
+
+
 def check_candidate(paths: Paths, lock: dict[str, Any]) -> None:
-    """The files on disk are the outputs dvc.lock records: else the record would name
-    data the candidate was not built from."""
+    """The candidate is what dvc.lock says built it: its model and predictions on disk
+    are the recorded outputs, and the code, params and commands of the stages a rebuild
+    reruns are as they ran. Else the record would name what did not build it."""
     from tasks.data.integrity import md5_file
 
     stages = lock.get("stages") or {}
@@ -111,6 +119,33 @@ def check_candidate(paths: Paths, lock: dict[str, Any]) -> None:
                 "outside DVC; run `dvc repro` (or `plumber run`) so the candidate and its "
                 "record agree"
             )
+    changed = drift(paths.root, rebuilt_stages(lock))
+    if changed:
+        raise StepError(
+            f"the candidate was built by other code or params than the working copy holds "
+            f"now ({'; '.join(changed)}): retrain it (`plumber run --force`, or `dvc repro`) "
+            "or restore them, so that its record names what built it"
+        )
+
+
+def drift(root: Path, stages: list[str]) -> list[str]:
+    """What of `stages` differs from dvc.lock in the working copy: code and params (and
+    the command), but not data made by other stages, which the record pins itself."""
+    from dvc.repo import Repo
+
+    found = []
+    with Repo(str(root)) as repo, repo.lock:
+        made = {str(out.def_path) for stage in repo.index.stages for out in stage.outs}
+        for name in stages:
+            [stage] = repo.stage.collect(f"{root / 'dvc.yaml'}:{name}")
+            if stage.changed_stage():
+                found.append(f"{name}: its command")
+            for dep in stage.deps:
+                status = {} if str(dep.def_path) in made else dep.status()
+                for path, what in status.items():
+                    keys = f" ({', '.join(what)})" if isinstance(what, dict) else ""
+                    found.append(f"{name}: {path}{keys} changed")
+    return found
 
 
 def publish(paths: Paths, params: Params, run_id: str, flow_run_id: str | None) -> dict[str, Any]:
@@ -122,54 +157,55 @@ def publish(paths: Paths, params: Params, run_id: str, flow_run_id: str | None) 
         raise StepError("dvc.lock is missing: the stages never ran under DVC (`dvc repro` or "
                         "`plumber run` writes it), so there is nothing to record")  # fmt: skip
     lock_bytes = paths.dvc_lock.read_bytes()
-    lock = yaml.safe_load(lock_bytes) or {}
-    check_candidate(paths, lock)
-    target = remote.configured(paths.root, cfg.remote)
-    remote.push(paths.root, target, cfg.push_attempts, cfg.push_retry_delay_seconds,
-                cfg.push_timeout_seconds)  # fmt: skip
     tracking.prepare(paths)
     client = mlflow.MlflowClient()
     run = tracking.find(f"MLflow run {run_id}", lambda: client.get_run(run_id))
     if run is None:
         raise StepError(f"the candidate's MLflow run {run_id} (models/train.json) is not in "
                         f"{tracking.safe_uri(tracking.tracking_uri(paths))}")  # fmt: skip
-    if run.data.tags.get(RECORDED_TAG):
+    recorded_before = bool(run.data.tags.get(RECORDED_TAG))
+    if not recorded_before:  # what the record will say must be true now
+        check_candidate(paths, yaml.safe_load(lock_bytes) or {})
+    target = remote.configured(paths.root, cfg.remote)
+    remote.push(paths.root, target, cfg.push_attempts, cfg.push_retry_delay_seconds,
+                cfg.push_timeout_seconds)  # fmt: skip
+    if recorded_before:
         log.info("record: run %s was recorded before; its data is in %s", run_id, target.url)
         return {"run_id": run_id, "remote": target.to_json(), "recorded_before": True}
     shot = git.snapshot(paths.root, leave_out=outputs(paths.root))
     info = {
-        "version": 1,
-        "run_id": run_id,
-        "git_commit": shot.commit,
-        "git_dirty": shot.dirty,
-        "diff_bytes": len(shot.diff),
-        "remote": target.to_json(),
+        "version": 1, "run_id": run_id, "git_commit": shot.commit, "git_dirty": shot.dirty,
+        "diff_bytes": len(shot.diff), "remote": target.to_json(),
         "prefect_flow_run_id": flow_run_id,
         "requirements_lock_sha256": sha256_file(paths.requirements_lock),
-        "python": platform.python_version(),
-        "platform": f"{sys.platform}-{platform.machine()}",
-        "recorded_at": clock.stamp(),
-        "data_version": _data_version(paths, params, shot, run_id),
-    }
-    files = {"record.json": json.dumps(info, indent=2).encode(), "params.yaml":
-             paths.params.read_bytes(), "dvc.lock": lock_bytes,
+        "python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}",
+        "recorded_at": clock.stamp(), "data_version": _data_version(paths, params, shot, run_id),
+    }  # fmt: skip
+    files = {"record.json": json.dumps(info, indent=2).encode(),
+             "params.yaml": paths.params.read_bytes(), "dvc.lock": lock_bytes,
              "manifest.json": require(paths.manifest, "collect").read_bytes()}  # fmt: skip
     if shot.dirty:
         files[DIFF] = shot.diff
-    with tempfile.TemporaryDirectory(prefix="plumber-record-") as tmp:
-        for name, content in files.items():
-            (Path(tmp) / name).write_bytes(content)
-        client.log_artifacts(run_id, tmp, FOLDER)
-    tags = {"lineage.commit": shot.commit, "lineage.dirty": str(shot.dirty),
-            "lineage.remote": target.url,
-            "lineage.data_version": info["data_version"] or ""}  # fmt: skip
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.set_tag(run_id, RECORDED_TAG, "true")  # last: a recorded run has all of it
+    _write(client, run_id, files, info)
     changes = f" + {len(shot.diff):,} bytes of changes" if shot.dirty else ""
     log.info("record: run %s recorded (commit %s%s); data in %s",
              run_id, shot.commit[:12], changes, target.url)  # fmt: skip
     return info
+
+
+def _write(client: Any, run_id: str, files: dict[str, bytes], info: dict[str, Any]) -> None:
+    """The record's files as the run's artifacts, then its tags, `lineage.recorded` last:
+    a run that has it holds all of the record."""
+    with tempfile.TemporaryDirectory(prefix="plumber-record-") as tmp:
+        for name, content in files.items():
+            (Path(tmp) / name).write_bytes(content)
+        client.log_artifacts(run_id, tmp, FOLDER)
+    tags = {"lineage.commit": info["git_commit"], "lineage.dirty": str(info["git_dirty"]),
+            "lineage.remote": info["remote"]["url"],
+            "lineage.data_version": info["data_version"] or ""}  # fmt: skip
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_tag(run_id, RECORDED_TAG, "true")
 
 
 def _data_version(paths: Paths, params: Params, shot: git.Snapshot, run_id: str) -> str | None:

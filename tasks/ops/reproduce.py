@@ -42,7 +42,7 @@ from tasks.ops.lineage import Ref, resolve
 
 log = logging.getLogger(__name__)
 
-FIRST_STAGE = "featurize"  # the first stage rebuilt; the ones before it are the record's data
+FIRST_STAGE = record.FIRST_REBUILT  # the ones before it are the record's data
 IDENTICAL, DIFFERS, INCOMPLETE = 0, 1, 2
 
 

@@ -90,3 +90,13 @@ def test_a_commit_this_clone_lacks_is_asked_of_its_remote(work: Path, tmp_path: 
     assert not git.has_commit(clone, later)
     assert git.fetch_commit(clone, later) and git.has_commit(clone, later)
     assert not git.fetch_commit(clone, "0123456789" * 4)
+
+
+def test_a_record_needs_a_commit(tmp_path: Path) -> None:
+    from tasks.core.errors import StepError
+
+    with pytest.raises(StepError, match="is not a git repository: a record names the commit"):
+        git.snapshot(tmp_path)
+    sh(tmp_path, "init", "-q")
+    with pytest.raises(StepError, match="has no commit yet"):
+        git.snapshot(tmp_path)
