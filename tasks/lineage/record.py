@@ -80,14 +80,16 @@ def spec_of(paths: Paths, found: Record) -> dict[str, Any]:
 
 
 def outputs(root: Path) -> list[str]:
-    """Every path dvc.yaml's stages write, and dvc.lock: outputs, not code."""
+    """Every path dvc.yaml's stages write, the .gitignore DVC writes beside each, and
+    dvc.lock: outputs, not code (a fresh clone after one run is not "dirty")."""
     spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
     found = ["dvc.lock"]
     for stage in (spec.get("stages") or {}).values():
         for kind in ("outs", "metrics", "plots"):
             for out in stage.get(kind, []):
                 found.append(next(iter(out)) if isinstance(out, dict) else str(out))
-    return found
+    beside = {str(Path(path).parent / ".gitignore") for path in found if "/" in path}
+    return found + sorted(beside)
 
 
 def metric_files(root: Path) -> list[str]:

@@ -100,3 +100,17 @@ def test_a_record_needs_a_commit(tmp_path: Path) -> None:
     sh(tmp_path, "init", "-q")
     with pytest.raises(StepError, match="has no commit yet"):
         git.snapshot(tmp_path)
+
+
+def test_a_fresh_clone_after_a_run_is_clean(tmp_path: Path) -> None:
+    """What the stages write, DVC's .gitignore files beside them included, is output."""
+    from tasks.lineage.record import outputs
+    from tests.factories import copy_repo
+
+    repo = copy_repo(tmp_path)
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models/.gitignore").write_text("/model.pt\n")
+    (repo / "models/train.json").write_text("{}\n")
+    (repo / "dvc.lock").write_text("stages: {}\n")
+    assert "models/.gitignore" in outputs(repo)
+    assert not git.snapshot(repo, leave_out=outputs(repo)).dirty
