@@ -2,9 +2,10 @@
 append-only release history.
 
 The history lives in the registry itself, one registered-model tag per entry
-(`history.000001`, `history.000002`, ...): it travels with the registry wherever the
-tracking server is, and an entry is never rewritten. Releases and rollbacks hold a lock
-(tasks/release/run.py), so two writers never pick the same number.
+(`history.000001.<writer id>`, ...): it travels with the registry wherever the tracking
+server is, and an entry is never rewritten. Releases and rollbacks on one machine hold a
+lock (tasks/release/run.py); writers on two machines sharing a server may pick the same
+number, and the writer id keeps both entries (`record`).
 """
 
 from __future__ import annotations
@@ -61,16 +62,26 @@ def version(client: MlflowClient, name: str, number: str) -> ModelVersion | None
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """The release history, oldest first (by its keys: sequence number, then writer)."""
     tags = client.get_registered_model(name).tags
     keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
     return [json.loads(tags[k]) for k in keys]
 
 
 def record(client: MlflowClient, name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append one entry to the release history."""
+    """Append one entry to the release history.
+
+    The registry has no compare-and-swap, so two writers (two machines sharing a tracking
+    server) may read the same length at once: each entry's key also carries a writer id
+    of its own (`history.000007.3f9c2a1b`), so neither overwrites the other; both are
+    kept, in the order of their keys. Keys without the id (`history.000001`, written
+    before) sort the same way."""
+    import uuid
+
     entries = history(client, name)
     entry = {"seq": len(entries) + 1, "at": clock.stamp(), **entry}
-    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{entry['seq']:06d}", clip(entry))
+    key = f"{HISTORY_PREFIX}{entry['seq']:06d}.{uuid.uuid4().hex[:8]}"
+    client.set_registered_model_tag(name, key, clip(entry))
     return entry
 
 

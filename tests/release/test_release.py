@@ -396,7 +396,8 @@ def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(candi
     client = client_for(paths)
     # A rollback killed between its alias move and its history entry: the alias points at a
     # version the history never recorded, and its intent record outlived its process.
-    client.delete_registered_model_tag(NAME, "history.000001")
+    [key] = [k for k in client.get_registered_model(NAME).tags if k.startswith("history.")]
+    client.delete_registered_model_tag(NAME, key)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     record = journal.folder(paths) / f"rollback-{dead.stdout.strip()}.json"
