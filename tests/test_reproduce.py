@@ -151,6 +151,44 @@ def test_a_run_without_a_record_is_incomplete_exit_2(repo: Path) -> None:
     assert f"MLflow run {bare} lacks lineage/record.json" in done.stderr
 
 
+def test_offline_from_the_local_cache_and_logged_to_a_scratch_experiment(repo: Path) -> None:
+    import mlflow
+
+    before = registry_state(repo)
+    done = plumber(repo, "reproduce", "1", "--offline", "--log", "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads(done.stdout)[0]["identical"] is True
+    assert registry_state(repo) == before  # the main experiment and the registry unchanged
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow/mlflow.db'}")
+    scratch = client.get_experiment_by_name("plumber-reproduce")
+    [run] = client.search_runs([scratch.experiment_id])
+    assert run.info.status == "FINISHED" and "test.model.recall_at_precision" in run.data.metrics
+
+
+def test_a_reproduction_killed_midway_leaves_nothing_the_next_one_keeps(repo: Path) -> None:
+    """kill -9 of `plumber reproduce` while it trains: its stage stops with it, and the
+    next reproduction removes the workspace it left, then runs as usual."""
+    from tests.factories import kill, leftovers, wait_until
+
+    before = set(Path(tempfile.gettempdir()).glob("plumber-reproduce-*"))
+    proc = subprocess.Popen(["plumber", "reproduce", "1"], cwd=repo, env=env_for(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def training() -> Path | None:
+        new = set(Path(tempfile.gettempdir()).glob("plumber-reproduce-*")) - before
+        return next((w for w in new if (w / "data/features/train.parquet").exists()), None)
+
+    work = wait_until(training, timeout=300)
+    assert work is not None, "the reproduction never reached training"
+    kill(proc)  # SIGKILL: no handler runs, nothing cleans up after it
+    assert wait_until(lambda: not leftovers(work), timeout=60), leftovers(work)
+    assert work.exists()  # left behind, as only a kill can
+    done = plumber(repo, "reproduce", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"removed {work}, left by a reproduction that was stopped" in done.stderr
+    assert not work.exists() and ": identical (" in done.stdout
+
+
 def test_a_record_is_refused_when_the_checkout_no_longer_built_the_candidate(
     repo: Path,
 ) -> None:

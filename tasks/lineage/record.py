@@ -76,27 +76,23 @@ def spec_of(paths: Paths, found: Record) -> dict[str, Any]:
         text = git.git(paths.root, "show", f"{commit}:dvc.yaml", check=False)
         if text:
             return dict(yaml.safe_load(text) or {})
-    return dict(yaml.safe_load((paths.root / "dvc.yaml").read_text()) or {})
+    return _spec(paths.root)
+
+
+def _spec(root: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load((root / "dvc.yaml").read_text()) or {})
 
 
 def outputs(root: Path) -> list[str]:
     """Every path dvc.yaml's stages write, the .gitignore DVC writes beside each, and
     dvc.lock: outputs, not code (a fresh clone after one run is not "dirty")."""
-    spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
-    found = ["dvc.lock"]
-    for stage in (spec.get("stages") or {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage.get(kind, []):
-                found.append(next(iter(out)) if isinstance(out, dict) else str(out))
+    found = ["dvc.lock", *(path for _, path, _ in remote.declared_outs(_spec(root)))]
     beside = {str(Path(path).parent / ".gitignore") for path in found if "/" in path}
     return found + sorted(beside)
 
 
 def metric_files(root: Path) -> list[str]:
-    spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
-    return [next(iter(m)) if isinstance(m, dict) else str(m)
-            for stage in (spec.get("stages") or {}).values()
-            for m in stage.get("metrics", [])]  # fmt: skip
+    return [path for kind, path, _ in remote.declared_outs(_spec(root)) if kind == "metrics"]
 
 
 def rebuilt_stages(lock: dict[str, Any]) -> list[str]:

@@ -87,15 +87,20 @@ def odb(remote: Remote) -> Any:
     return get_odb(fs, fs.join(path, "files", "md5"), hash_name="md5")
 
 
-def uncached(spec: dict[str, Any]) -> set[str]:
-    """The outputs dvc.yaml (parsed) marks `cache: false`: git's to keep, never pushed."""
-    found = set()
+def declared_outs(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, path, options) of every output dvc.yaml (parsed) declares: outs, metrics, plots."""
+    found = []
     for stage in (spec.get("stages") or {}).values():
         for kind in ("outs", "metrics", "plots"):
             for out in stage.get(kind, []):
-                if isinstance(out, dict) and next(iter(out.values())).get("cache") is False:
-                    found.add(next(iter(out)))
+                path, options = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+                found.append((kind, str(path), dict(options or {})))
     return found
+
+
+def uncached(spec: dict[str, Any]) -> set[str]:
+    """The outputs dvc.yaml (parsed) marks `cache: false`: git's to keep, never pushed."""
+    return {path for _, path, options in declared_outs(spec) if options.get("cache") is False}
 
 
 def cached_outs(lock: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, str, str]]:

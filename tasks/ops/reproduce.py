@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from tasks.core import tracking
+from tasks.core import journal, tracking
 from tasks.core.config import Params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 FIRST_STAGE = record.FIRST_REBUILT  # the ones before it are the record's data
 IDENTICAL, DIFFERS, INCOMPLETE = 0, 1, 2
+WORKSPACE_PREFIX = "plumber-reproduce-"
+OWNER = ".plumber-owner.json"  # the process working in a workspace
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,11 @@ def reproduce(paths: Paths, params: Params, client: Any, ref: Ref, opts: Options
         gone = record.remote_check(paths, found, opts.remote, only=needed)[1]
         if gone:
             raise record.RecordIncomplete(f"run {ref.run_id}'s data is gone: {', '.join(gone)}")
-    work = Path(tempfile.mkdtemp(prefix="plumber-reproduce-"))
+    remove_stale_workspaces()
+    work = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
+    owner = work / OWNER
+    owner.write_text(json.dumps({"pid": os.getpid(),
+                                 "started": journal.process_started(os.getpid())}))  # fmt: skip
     result = Result(ref.run_id, ref.version, workspace=str(work) if opts.keep else None)
     try:
         _prepare(paths, found, work, opts)
@@ -121,10 +127,28 @@ def reproduce(paths: Paths, params: Params, client: Any, ref: Ref, opts: Options
         _rebuild(paths, params, work, opts)
         result.compared = compare(work, found.lock, metrics)
     finally:
-        if not opts.keep:
+        if opts.keep:
+            owner.unlink(missing_ok=True)  # kept on purpose: never removed as stale
+        else:
             shutil.rmtree(work, ignore_errors=True)
     result.seconds = round(time.perf_counter() - started, 1)
     return result
+
+
+def remove_stale_workspaces(folder: Path | None = None) -> list[Path]:
+    """Remove the workspaces of reproductions whose process is gone (killed: nothing else
+    could clean up after it). Returns those removed."""
+    removed = []
+    for work in Path(folder or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*"):
+        try:
+            owner = json.loads((work / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # kept with --keep, or not ours
+        if not journal.process_alive(int(owner["pid"]), owner.get("started")):
+            shutil.rmtree(work, ignore_errors=True)
+            log.warning("removed %s, left by a reproduction that was stopped", work)
+            removed.append(work)
+    return removed
 
 
 def run(

@@ -82,3 +82,13 @@ def test_champion_checks_apply_only_when_there_is_a_champion() -> None:
     first = {c.name for c in decide(evidence(), POLICY).checks}
     later = {c.name for c in decide(evidence(**against_champion(0.75, 0.73)), POLICY).checks}
     assert later - first == {"champion.recall_at_precision", "champion.pr_auc"}
+
+
+def test_an_unreproducible_candidate_may_be_allowed_and_says_so() -> None:
+    allowed = POLICY.model_copy(update={"require_reproducible": False})
+    decision = decide(evidence(record_gaps=("models/model.pt",)), allowed)
+    [check] = [c for c in decision.checks if c.name == "reproducible"]
+    assert check.passed and check.detail == (
+        "not reproducible: 1 missing (models/model.pt); allowed by "
+        "release.require_reproducible: false"
+    )
