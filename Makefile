@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast test-drills check bench ui server serve clean
+.PHONY: install lock run test test-fast test-drills check bench ui server serve stack clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 # only what pyproject.toml changed moves (add --upgrade-package NAME to move one). torch
 # is written without its local '+cpu' tag, so the same line takes the CPU wheel on these
 # machines and the regular wheel elsewhere.
-LOCK_FLAGS := --quiet --extra dev --allow-unsafe --strip-extras \
+LOCK_FLAGS := --quiet --extra dev --extra stack --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 lock: $(STAMP)
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
@@ -72,6 +72,12 @@ server: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/plumber serve
+
+# The production stack on loopback (MLflow and Prefect servers on the machine's PostgreSQL,
+# an S3-compatible object store, a work pool), state under var/stack; point commands at it
+# with PLUMBER_STACK=var/stack/stack.env. `plumber stack down` stops it.
+stack: $(STAMP)
+	$(BIN)/plumber stack up
 
 clean:
 	-$(BIN)/plumber server stop

@@ -154,25 +154,38 @@ def server_env(home: Path, cfg: ServerParams) -> dict[str, str]:
 
 
 def wait_ready(state: dict[str, Any], limit: float, say: Callable[[str], None], log: Path) -> None:
-    """Return once the server answers. Waits while its process lives: a slow start on a
-    busy machine is waited for; a dead one fails at once, naming its log."""
+    """Return once the server answers (see `wait_answering`)."""
+    wait_answering(
+        "the local Prefect server", state["pid"], lambda: healthy(state["url"]), limit, say,
+        log, hint="try `plumber server start`, or set PREFECT_API_URL to a Prefect server",
+    )  # fmt: skip
+
+
+def wait_answering(
+    what: str,
+    pid: int,
+    answering: Callable[[], bool],
+    limit: float,
+    say: Callable[[str], None],
+    log: Path,
+    hint: str,
+) -> None:
+    """Return once a server started as `pid` answers. Waits while its process lives: a slow
+    start on a busy machine is waited for (up to `limit`, a bound for a wedged start); a
+    dead one fails at once, naming its log."""
     started = time.monotonic()
     next_note = 15.0
-    while not healthy(state["url"]):
+    while not answering():
         waited = time.monotonic() - started
-        if not pid_alive(state["pid"]):
-            raise ServerError(
-                f"the local Prefect server exited while starting ({last_line(log)}); see {log}, "
-                "then try `plumber server start`, or set PREFECT_API_URL to a Prefect server"
-            )
+        if not pid_alive(pid):
+            raise ServerError(f"{what} exited while starting ({last_line(log)}); see {log}; {hint}")
         if waited > limit:
             raise ServerError(
-                f"the local Prefect server (pid {state['pid']}) did not answer within "
-                f"{limit:g} s (flow.server.start_timeout_seconds); see {log}, or set "
-                "PREFECT_API_URL to a running Prefect server"
+                f"{what} (pid {pid}) did not answer within {limit:g} s "
+                f"(flow.server.start_timeout_seconds); see {log}; {hint}"
             )
         if waited >= next_note:
-            say(f"still waiting for the local Prefect server to answer ({waited:.0f} s)")
+            say(f"still waiting for {what} to answer ({waited:.0f} s)")
             next_note *= 2
         time.sleep(0.25)
 

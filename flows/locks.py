@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.core.errors import Busy
-from tasks.core.locks import exclusive
+from tasks.core.locks import one_at_a_time
 from tasks.core.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 def run_lock(
     paths: Paths, timeout: float, say: Callable[[str], None] | None = None
 ) -> Iterator[None]:
-    """Hold var/run.lock. Reentrant within a process: `plumber run` takes it before starting
-    Prefect (a busy repository fails fast), and the flow takes it again, as a scheduled
-    run must."""
-    with exclusive(
+    """Hold var/run.lock (and with a stack, the run lock across machines). Reentrant within
+    a process: `plumber run` takes it before starting Prefect (a busy repository fails
+    fast), and the flow takes it again, as a scheduled run must."""
+    with one_at_a_time(
         paths.lock("run"), timeout=timeout, what="a plumber run",
         setting="flow.lock_timeout_seconds", say=say,
     ):  # fmt: skip

@@ -21,6 +21,12 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+# A developer's stack (PLUMBER_STACK, from `plumber stack up`) never reaches the tests: each
+# test that wants a stack starts its own.
+for _key in ("PLUMBER_STACK", "PLUMBER_LOCKS_URL", "PLUMBER_DVC_REMOTE"):
+    os.environ.pop(_key, None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow() -> Iterator[None]:
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: undo both after a test,

@@ -36,6 +36,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, format=os.environ.get(LOG_FORMAT_ENV, default), stream=sys.stderr
     )
+    # A line per HTTP request, or per credential lookup of the S3 client, otherwise.
+    for chatty in ("httpx", "botocore", "aiobotocore", "s3fs"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def stage_main(name: str, doc: str, work: Callable[[], object], argv: list[str] | None) -> int:
@@ -68,9 +71,12 @@ def stage_lock(stage: str) -> Iterator[None]:
 
 def run_step(step: Callable[[], object], stage: str | None = None) -> int:
     """Run a step: expected failures are one line and an exit code, SIGTERM a clean stop."""
+    from tasks.core.stack import load_profile
+
     configure_logging()
     signal.signal(signal.SIGTERM, raise_stopped)
     try:
+        load_profile()  # a step started by hand (`dvc repro`) talks to the same stack
         if stage is None:
             step()
         else:

@@ -4,6 +4,9 @@
     var/stage.lock    a stage's command (python -m tasks.<step>), whoever started it
     var/release.lock  a release or rollback
 
+With a stack (tasks/core/stack.py), the run and release locks also hold across machines
+(`one_at_a_time`: a PostgreSQL advisory lock beside the file lock).
+
 The kernel releases a lock when its holder dies, SIGKILL included, so a crashed holder
 never wedges the next one. Beside each lock a small JSON file names the holder (pid, what,
 since when): a process that has to wait says at once whom it waits for and for how long,
@@ -73,6 +76,29 @@ def exclusive(
     finally:
         holder_file.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def one_at_a_time(
+    lock_file: Path,
+    *,
+    timeout: float,
+    what: str,
+    setting: str,
+    say: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """`exclusive` on this machine; with a stack's lock server (PLUMBER_LOCKS_URL, from the
+    profile) also the lock of the same name across machines (tasks/core/shared_locks.py)."""
+    from tasks.core.shared_locks import LOCKS_ENV, advisory
+
+    with exclusive(lock_file, timeout=timeout, what=what, setting=setting, say=say):
+        url = os.environ.get(LOCKS_ENV)
+        if not url:
+            yield
+            return
+        with advisory(url, lock_file.stem, timeout=timeout, what=what, setting=setting,
+                      say=say or log.warning):  # fmt: skip
+            yield
 
 
 def is_free(lock_file: Path) -> bool:

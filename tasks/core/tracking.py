@@ -21,8 +21,12 @@ FLOW_RUN_ENV = "PLUMBER_FLOW_RUN_ID"  # set by the Prefect flow for the stages i
 
 
 def tracking_uri(paths: Paths) -> str:
-    """MLFLOW_TRACKING_URI when set (a tracking server), else the local store under var/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+    """MLFLOW_TRACKING_URI when set (a tracking server), else the local store under var/;
+    never the local store while a stack profile is in use (tasks/core/stack.py)."""
+    from tasks.core.stack import TRACKING, require_shared
+
+    require_shared(TRACKING, "MLflow runs and the model registry")
+    return os.environ.get(TRACKING) or f"sqlite:///{paths.mlflow_db}"
 
 
 def uses_server(paths: Paths) -> bool:

@@ -58,6 +58,7 @@ def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
         },
     }
     data["last_run"] = effective(read_json(paths.var / LAST_RUN, default=None))
+    data["stack"] = stack_in_use(paths)
     if model_name is not None:
         from tasks.core.errors import StepError
         from tasks.release.registry import champion_summary
@@ -67,6 +68,26 @@ def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
         except StepError as exc:  # everything above is still worth showing
             data["champion"], data["store_error"] = None, str(exc)
     return data
+
+
+def stack_in_use(paths: Paths) -> dict[str, str]:
+    """Which servers this command talks to (tasks/core/stack.py), passwords masked."""
+    from dataclasses import asdict
+
+    from dvc.exceptions import DvcException
+
+    from tasks.core.errors import StepError
+    from tasks.core.stack import current
+    from tasks.core.tracking import tracking_uri
+    from tasks.lineage.remote import configured
+
+    try:
+        local_remote = configured(paths.root).url
+    except StepError:
+        local_remote = "none configured (dvc remote add -d NAME URL)"
+    except DvcException as exc:  # not a DVC project (yet): status still shows the rest
+        local_remote = f"none ({exc})"
+    return asdict(current(tracking_uri(paths), local_remote))
 
 
 def _present(paths: Paths, source: str, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,8 +105,20 @@ def _present(paths: Paths, source: str, entry: dict[str, Any]) -> dict[str, dict
     return found
 
 
+def format_stack(stack: dict[str, str]) -> list[str]:
+    where = f"profile {stack['profile']}" if stack["profile"] else "embedded (this checkout's var/)"
+    return [
+        f"stack: {where}",
+        f"  tracking and registry: {stack['tracking']}",
+        f"  orchestration: {stack['orchestration']}",
+        f"  data remote: {stack['data_remote']}",
+        f"  locks: {stack['locks']}",
+    ]
+
+
 def format_status(data: dict[str, Any]) -> str:
     lines = [
+        *format_stack(data["stack"]),
         f"raw rows: {data['raw_rows']:,} over {data['raw_days']} days; "
         f"quarantined rows: {data['quarantined_rows']:,}",
         f"{'source':<14}{'kind':<7}{'rows':>10}{'parts':>7}{'quarant.':>10}  watermark",

@@ -75,10 +75,11 @@ def _step(name: str) -> None:
 @contextmanager
 def locked(paths: Paths, timeout: float) -> Iterator[None]:
     """One release or rollback at a time (tasks/core/locks.py): an OS file lock that dies with
-    its holder; a second one waits, saying for whom, then fails naming the lock."""
-    from tasks.core.locks import exclusive
+    its holder, and with a stack a PostgreSQL advisory lock across machines; a second one
+    waits, saying for whom, then fails naming the lock."""
+    from tasks.core.locks import one_at_a_time
 
-    with exclusive(
+    with one_at_a_time(
         paths.lock("release"), timeout=timeout, what="a release or rollback",
         setting="release.lock_timeout_seconds",
     ):  # fmt: skip

@@ -92,17 +92,23 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
     assert "run `plumber demo init` first" in capsys.readouterr().err
 
     assert main(["--root", str(tmp_path), "status", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {
+    status = json.loads(capsys.readouterr().out)
+    stack = status.pop("stack")
+    assert status == {
         "watermarks": {}, "raw_rows": 0, "raw_days": 0, "quarantined_rows": 0, "sources": {},
         "champion": None, "last_run": None,  # nothing run or released yet
     }  # fmt: skip
+    # no PLUMBER_STACK: the embedded stack, under this root's var/
+    assert stack["profile"] == "" and stack["tracking"].startswith(f"sqlite:///{tmp_path}/var/")
+    assert stack["locks"] == "file locks under var/ (this machine only)"
 
 
 @pytest.mark.slow  # starts processes (or trains): make test-fast leaves it out
 def test_every_command_has_help_with_an_example() -> None:
     for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
                     ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"],
-                    ["server"], ["push"], ["lineage"], ["reproduce"]):  # fmt: skip
+                    ["server"], ["push"], ["lineage"], ["reproduce"], ["stack", "up"],
+                    ["stack", "down"], ["stack", "status"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,

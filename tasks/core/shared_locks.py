@@ -1,0 +1,126 @@
+"""One run and one release at a time across machines: PostgreSQL advisory locks.
+
+With a stack (PLUMBER_LOCKS_URL, from the profile), the run and release locks are also
+taken in PostgreSQL, on a connection held for as long as the work: a second machine waits,
+then fails with Busy naming the holder (exit 75), as a second process does on one machine
+with the file locks (tasks/core/locks.py), which stay. PostgreSQL releases the lock when
+the holder's connection ends: its process exiting or killed (SIGKILL included) closes it at
+once; a machine that vanishes is noticed by TCP keepalives within about a minute.
+
+The holder names itself in the connection's application_name (what, host, pid), so the
+waiter reads who holds the lock from pg_stat_activity, with no table of our own to clean.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tasks.core.errors import Busy, StepError
+
+LOCKS_ENV = "PLUMBER_LOCKS_URL"
+NAMESPACE = 0x706C6D62  # 'plmb': the first key of every Plumber advisory lock
+POLL_SECONDS = 0.5
+_held: dict[str, tuple[Any, int]] = {}  # name -> (connection, depth): reentrant per process
+
+
+def key(name: str) -> int:
+    """The lock's second key: a stable signed 32-bit number for `name`."""
+    value = zlib.crc32(name.encode())
+    return value - 2**32 if value >= 2**31 else value
+
+
+def connect(url: str, what: str) -> Any:
+    import psycopg
+
+    from tasks.core.secrets import mask_urls
+
+    label = f"plumber: {what} @{socket.gethostname()} pid {os.getpid()}"
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name=label[:63],
+            keepalives=1, keepalives_idle=20, keepalives_interval=5, keepalives_count=6,
+        )  # fmt: skip
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StepError(
+            f"the lock server {mask_urls(url)} ({LOCKS_ENV}) cannot be reached: {first}"
+        ) from None
+
+
+def holder(conn: Any, name: str) -> str:
+    """Who holds `name`, in words, read from PostgreSQL's own lock table."""
+    row = conn.execute(
+        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+        "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2",
+        (NAMESPACE, key(name) & 0xFFFFFFFF),
+    ).fetchone()
+    if row is None:
+        return "another process (it has just let go)"
+    app, addr, since = row
+    where = f" from {addr}" if addr else ""
+    return f"{app or 'a client'}{where} (since {since:%Y-%m-%dT%H:%M:%S%z})"
+
+
+@contextmanager
+def advisory(
+    url: str,
+    name: str,
+    *,
+    timeout: float,
+    what: str,
+    setting: str,
+    say: Callable[[str], None],
+) -> Iterator[None]:
+    """Hold the advisory lock `name` in the database at `url` for the block, waiting up to
+    `timeout` seconds (`setting` names where that comes from), else Busy naming the holder.
+    Reentrant within a process."""
+    if name in _held:
+        conn, depth = _held[name]
+        _held[name] = (conn, depth + 1)
+        try:
+            yield
+        finally:
+            _held[name] = (conn, depth)
+        return
+    conn = connect(url, what)
+    try:
+        wait_for(conn, name, timeout, setting, say)
+        _held[name] = (conn, 1)
+        try:
+            yield
+        finally:
+            del _held[name]
+            conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", (NAMESPACE, key(name)))
+    finally:
+        conn.close()
+
+
+def wait_for(
+    conn: Any, name: str, timeout: float, setting: str, say: Callable[[str], None]
+) -> None:
+    def take() -> bool:
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (NAMESPACE, key(name))
+        )
+        return bool(row.fetchone()[0])
+
+    if take():
+        return
+    say(f"waiting for {holder(conn, name)} to release the {name} lock (shared, in "
+        f"PostgreSQL); up to {timeout:g} s ({setting})")  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        if take():
+            return
+    raise Busy(
+        f"{holder(conn, name)} holds the {name} lock (shared, in PostgreSQL: "
+        f"{LOCKS_ENV}); waited {timeout:g} s ({setting})"
+    )
