@@ -42,6 +42,7 @@ from tasks.core import secrets
 from tasks.core.config import FlowParams, Params, load_params
 from tasks.core.errors import Busy, ConfigError
 from tasks.core.paths import Paths
+from tasks.core.stack import profile_path
 from tasks.ops import retrain
 
 P = ParamSpec("P")
@@ -134,6 +135,35 @@ def record_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     return record.publish(paths, params, run_id, flow_run_id)
 
 
+@task(name="restore", task_run_name="restore", cache_policy=NO_CACHE, persist_result=False)
+@masking
+def restore_data(root: Path) -> str:
+    """On a stack: the latest data version from the shared record, into this checkout
+    (tasks/lineage/data_versions.py), so the run continues from any machine's last run."""
+    from tasks.lineage import data_versions
+
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    wait_for_dvc(root, params.flow.lock_timeout_seconds)
+    done = data_versions.restore(paths, params)
+    logging.getLogger(__name__).info("restore: %s", done)
+    return done
+
+
+@task(
+    name="data-version", task_run_name="data-version", cache_policy=NO_CACHE, persist_result=False
+)
+@masking
+def publish_data(root: Path, flow_run_id: str) -> dict[str, Any]:
+    """On a stack: the data this run leaves pushed and recorded as the next data version."""
+    from tasks.lineage import data_versions
+
+    paths = Paths.at(root)
+    params = load_params(paths.params)
+    wait_for_dvc(root, params.flow.lock_timeout_seconds)
+    return data_versions.publish(paths, params, flow_run_id)
+
+
 @task(name="release", task_run_name="release", cache_policy=NO_CACHE, persist_result=False)
 @masking
 def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
@@ -177,6 +207,18 @@ def check_timeouts(flow_params: FlowParams, stages: list[str]) -> None:
         )
 
 
+def check_root(paths: Paths) -> None:
+    """One clear line when the flow runs outside a Plumber checkout (a wrong `root`, or a
+    worker whose pull steps left it elsewhere), before anything reads a file there."""
+    missing = [name for name in ("params.yaml", "dvc.yaml") if not (paths.root / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{paths.root} is not a Plumber checkout (no {' or '.join(missing)}): the flow's "
+            "`root` parameter, or the folder a worker's pull steps cloned the project into "
+            "(prefect.yaml; PLUMBER_GIT_URL), must be one"
+        )
+
+
 def _info_lines_reach_the_run_log() -> None:
     """Prefect hands its log handlers to these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but
     not a level, and the root's WARNING would hide the stages' INFO lines from the run's
@@ -205,9 +247,13 @@ def pipeline(
     The run holds var/run.lock throughout, however it was started (CLI, schedule, UI)."""
     from prefect.runtime import flow_run
 
+    from flows.runs import use_project_environment
+
     secrets.install()  # however the run started: no password or token in its logs
     _info_lines_reach_the_run_log()
     paths = Paths.at(root)
+    check_root(paths)
+    use_project_environment(paths)  # started by a worker: the stack's profile, the stages' python
     with run_lock(paths, load_params(paths.params).flow.lock_timeout_seconds):
         crashed = record_start(paths, flow_run)
         if crashed:
@@ -219,10 +265,15 @@ def pipeline(
         forced = "plumber run --force" if force else None
         if changed:
             forced = f"parameters overridden ({', '.join(changed)})"
+        shared = profile_path() is not None  # a stack: the data's state is in the record
+        if shared:
+            restore_data(paths.root)
         rows_before = summary.rows_by_source(paths)
         recover(paths.root, params.release.model_name)
         try:
             results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
+            if shared:
+                publish_data(paths.root, str(flow_run.id))
         except StageFailed as exc:
             if exc.cancelled:  # asked from the UI or the API: end as Cancelled, not Failed
                 message = f"cancelled during stage {exc.stage}: {exc.error}"

@@ -106,7 +106,7 @@ def _pull_files(
     timezone: str,
     reread: list[str],
 ) -> tuple[Iterator[pd.DataFrame], dict[str, Any], dict[str, list[str]]]:
-    folder = paths.resolve(source.path)
+    folder = paths.resolve(source.folder())
     cache_file = paths.collect_state / f"{name}.stat.json"
     before: dict[str, dict[str, Any]] = state.get("files_seen", {})
     # Files that fed a lost partition are read again (all, if the record cannot tell).

@@ -51,3 +51,22 @@ def test_with_the_projects_venv_the_stage_hands_over_to_it(tmp_path: Path) -> No
     done = run_stage_help(project)
     assert done.returncode == 0, done.stderr
     assert "usage: python -m tasks.train" in done.stdout
+
+
+def test_the_plumber_command_runs_the_code_of_the_checkout_it_is_in(tmp_path: Path) -> None:
+    """One venv, two checkouts: `plumber` in (or --root at) the second runs the second's
+    code, not the code of the checkout the venv was installed from."""
+    other = tmp_path / "second"
+    shutil.copytree(ROOT / "flows", other / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    code_copy(other)
+    with (other / "flows" / "cli.py").open("a") as cli:
+        cli.write('\nprint("the second checkout\'s code", file=sys.stderr)\n')
+    plumber = str(Path(sys.executable).parent / "plumber")
+    here = subprocess.run([plumber, "--help"], cwd=other, capture_output=True, text=True)
+    pointed = subprocess.run([plumber, "--root", str(other), "--help"], cwd=tmp_path,
+                             capture_output=True, text=True)  # fmt: skip
+    elsewhere = subprocess.run([plumber, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert "the second checkout's code" in here.stderr
+    assert "the second checkout's code" in pointed.stderr
+    assert "the second checkout's code" not in elsewhere.stderr
+    assert elsewhere.returncode == here.returncode == 0

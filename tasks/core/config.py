@@ -97,12 +97,22 @@ class SqlSource(_SourceBase):
 class FilesSource(_SourceBase):
     kind: Literal["files"]
     path: Path
+    path_env: str | None = Field(
+        default=None,
+        description="Environment variable that, when set, names the folder instead of path "
+        "(a folder every worker reaches, when runs execute on other machines).",
+    )
     glob: str
     on_bad_file: Literal["fail", "skip"] = Field(
         default="fail",
         description="An unreadable file stops collection ('fail') or is left for the next run "
         "and listed in the manifest ('skip').",
     )
+
+    def folder(self) -> Path:
+        """The folder from path_env when set, else path (relative: to the project root)."""
+        value = os.environ.get(self.path_env) if self.path_env else None
+        return Path(value) if value else self.path
 
 
 class HttpSource(_SourceBase):

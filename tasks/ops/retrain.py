@@ -91,12 +91,31 @@ def unfinished_stages(lock: dict[str, Any], stages: list[str]) -> list[str]:
 
 
 def unjudged_run(paths: Paths) -> str | None:
-    """The MLflow run of the trained candidate when no release has judged it yet."""
+    """The MLflow run of the trained candidate when no release has judged it yet: this
+    checkout's shortcut (var/release/judged.json) says so, or on a stack, where another
+    machine may have judged it, the registry."""
     train = read_json(paths.train_record, default=None)
     if not train:
         return None
+    run_id = str(train["run_id"])
     judged = read_json(paths.judged, default={}) or {}
-    return None if judged.get("run_id") == train["run_id"] else str(train["run_id"])
+    if judged.get("run_id") == run_id:
+        return None
+    from tasks.core.stack import profile_path
+
+    if profile_path() is not None and judged_in_registry(paths, run_id):
+        return None
+    return run_id
+
+
+def judged_in_registry(paths: Paths, run_id: str) -> bool:
+    from tasks.core.config import load_params
+    from tasks.release import registry
+
+    name = load_params(paths.params).release.model_name
+    unfinished = (registry.PENDING, registry.ABANDONED)
+    versions = registry.versions_of_run(registry.connect(paths), name, run_id)
+    return any(v.tags.get("decision") not in (None, *unfinished) for v in versions)
 
 
 def last_training(paths: Paths) -> LastTraining | None:

@@ -1,0 +1,130 @@
+"""Prefect workers with nothing but Python and the project's git URL run the deployed flow:
+each run clones the code at the deployed commit, installs the lock, restores the latest
+data version from the stack and records the next one (issue: workers on any machine).
+
+Two workers stand for two machines; each runs only while it is the one meant to take the
+next run, so both are seen to work, one after the other, on one line of data versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import stack
+from tasks.core.paths import Paths
+from tasks.core.stack import read_profile
+from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params
+
+pytestmark = [pytest.mark.drill, pytest.mark.postgres]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("workers")
+    ops = Paths.at(base / "ops")
+    stack.up(ops, f"plumbertest_{uuid.uuid4().hex[:6]}", 600, print)
+    origin = copy_repo(base / "origin")
+    small_demo_params(origin, release=LENIENT_GATE)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam",
+                    "team settings"], cwd=origin, check=True)  # fmt: skip
+    upstream = origin / "var" / "upstream"
+    env = env_for(
+        PLUMBER_STACK=str(stack.profile_file(ops)),
+        PLUMBER_GIT_URL=str(origin),
+        PLUMBER_FLIGHTS_URL=f"sqlite:///{upstream / 'flights.db'}",
+        PLUMBER_WEATHER_DROP=str(upstream / "drop" / "weather"),
+        PLUMBER_REFERENCE_DIR=str(upstream / "reference"),
+    )
+    env.update(read_profile(stack.profile_file(ops)))  # prefect's own CLI reads these
+    demo = subprocess.run(["plumber", "demo", "init", "--now", "2013-01-04"], cwd=origin,
+                          env=env_for(), capture_output=True, text=True)  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], cwd=origin, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert deployed.returncode == 0 and "Traceback" not in deployed.stderr, deployed.stderr
+    yield {"base": base, "origin": origin, "env": env}
+    stack.down(ops, purge=True, say=print)
+
+
+def start_worker(world: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
+    home = world["base"] / name  # the machine: its own folder, no checkout in it
+    home.mkdir(exist_ok=True)
+    log = (home / "worker.log").open("ab")
+    return subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "plumber", "--name", name, "--type", "process"],
+        cwd=home, env={**world["env"], "PREFECT_HOME": str(home / ".prefect")},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def run_deployment(world: dict[str, Any]) -> dict[str, Any]:
+    """Start a run of the daily deployment and wait for it; its flow run as JSON."""
+    started = subprocess.run(
+        [PREFECT, "deployment", "run", "plumber/plumber-daily", "--watch",
+         "--watch-timeout", "1200"],
+        cwd=world["base"], env=world["env"], capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    code = (
+        "import json, sys\nfrom prefect import get_client\nimport asyncio\n"
+        "async def main():\n"
+        "    async with get_client() as c:\n"
+        "        runs = await c.read_flow_runs(limit=1, sort='START_TIME_DESC')\n"
+        "        r = runs[0]\n"
+        "        print(json.dumps({'id': str(r.id), 'state': r.state.type.value}))\n"
+        "asyncio.run(main())\n"
+    )
+    read = subprocess.run([sys.executable, "-c", code], env=world["env"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    return {**json.loads(read.stdout), "out": started.stdout + started.stderr}
+
+
+def run_on(world: dict[str, Any], machine: str) -> str:
+    """One run of the deployment, taken by the worker of `machine` (the only one up)."""
+    worker = start_worker(world, machine)
+    try:
+        done = run_deployment(world)
+    finally:
+        stop_worker(worker)
+    log = _log(world, machine)
+    assert done["state"] == "COMPLETED", done["out"][-4000:] + log
+    assert f"submitting flow run '{done['id']}'" in log
+    return log
+
+
+def test_two_workers_from_fresh_clones_continue_each_others_data(world: dict[str, Any]) -> None:
+    log = run_on(world, "machine-a")
+    assert "restore: no data version recorded yet" in log
+    advanced = subprocess.run(["plumber", "demo", "advance", "--days", "1"], cwd=world["origin"],
+                              env=env_for(), capture_output=True, text=True)  # fmt: skip
+    assert advanced.returncode == 0, advanced.stderr
+    log = run_on(world, "machine-b")
+    assert "restore: restored data version 1" in log
+    assert "data version 2 recorded" in log
+    for machine in ("machine-a", "machine-b"):  # each run's clone went with it
+        assert not list((world["base"] / machine).glob("**/dvc.lock"))
+
+
+def _log(world: dict[str, Any], name: str) -> str:
+    path = world["base"] / name / "worker.log"
+    return path.read_text(errors="replace")[-6000:] if path.exists() else ""
