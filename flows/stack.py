@@ -356,6 +356,9 @@ def stop_group(record: dict[str, Any], grace: float = 30.0) -> bool:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # the service's children too
+    for proc in [p for p in _started if p.pid == pid]:  # started here: reap it
+        proc.wait(30)
+        _started.remove(proc)
     return True
 
 
