@@ -8,6 +8,7 @@ next run, so both are seen to work, one after the other, on one line of data ver
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -113,18 +114,43 @@ def run_on(world: dict[str, Any], machine: str) -> str:
     return log
 
 
+def advance(world: dict[str, Any]) -> None:
+    done = subprocess.run(["plumber", "demo", "advance", "--days", "1"], cwd=world["origin"],
+                          env=env_for(), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 def test_two_workers_from_fresh_clones_continue_each_others_data(world: dict[str, Any]) -> None:
-    log = run_on(world, "machine-a")
-    assert "data version 1 recorded" in log
-    advanced = subprocess.run(["plumber", "demo", "advance", "--days", "1"], cwd=world["origin"],
-                              env=env_for(), capture_output=True, text=True)  # fmt: skip
-    assert advanced.returncode == 0, advanced.stderr
-    log = run_on(world, "machine-b")
-    assert "data version 2 recorded" in log
-    first, second = data_versions(world)  # b's run stood on a's version
-    assert second["data_version.parent"] == first["run_id"]
+    assert "data version 1 recorded" in run_on(world, "machine-a")
+    advance(world)
+    assert "data version 2 recorded" in run_on(world, "machine-b")
+    advance(world)
+    assert "data version 3 recorded" in run_on(world, "machine-a")  # the third day
+    versions = data_versions(world)
+    assert [int(v["data_version.seq"]) for v in versions] == [1, 2, 3]
+    for parent, child in itertools.pairwise(versions):  # one line: each on the one before
+        assert child["data_version.parent"] == parent["run_id"]
     for machine in ("machine-a", "machine-b"):  # each run's clone went with it
         assert not list((world["base"] / machine).glob("**/dvc.lock"))
+
+
+def test_the_registry_moved_only_by_the_gate_and_the_champion_rebuilds_from_a_third_clone(
+    world: dict[str, Any],
+) -> None:
+    third = world["base"] / "machine-c"
+    subprocess.run(["git", "clone", "-q", str(world["origin"]), str(third)], check=True)
+    env = {k: world["env"][k] for k in ("PLUMBER_STACK",)}
+    releases = subprocess.run(["plumber", "releases", "--json"], cwd=third, env=env_for(**env),
+                              capture_output=True, text=True)  # fmt: skip
+    assert releases.returncode == 0, releases.stderr
+    history = json.loads(releases.stdout)
+    history = history.get("history", history) if isinstance(history, dict) else history
+    assert [entry["seq"] for entry in history] == list(range(1, len(history) + 1))
+    assert history and all(e["action"] == "release" and not e["forced"] for e in history)
+    rebuilt = subprocess.run(["plumber", "reproduce", "champion"], cwd=third, env=env_for(**env),
+                             capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-3000:]
+    assert "identical" in rebuilt.stdout
 
 
 def _log(world: dict[str, Any], name: str) -> str:
