@@ -145,9 +145,7 @@ def restore_data(root: Path) -> str:
     paths = Paths.at(root)
     params = load_params(paths.params)
     wait_for_dvc(root, params.flow.lock_timeout_seconds)
-    done = data_versions.restore(paths, params)
-    logging.getLogger(__name__).info("restore: %s", done)
-    return done
+    return data_versions.restore(paths, params)
 
 
 @task(

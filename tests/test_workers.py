@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dic
     deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], cwd=origin, env=env,
                               capture_output=True, text=True, timeout=600)  # fmt: skip
     assert deployed.returncode == 0 and "Traceback" not in deployed.stderr, deployed.stderr
-    yield {"base": base, "origin": origin, "env": env}
+    yield {"base": base, "origin": origin, "env": env, "ops": ops}
     stack.down(ops, purge=True, say=print)
 
 
@@ -101,8 +102,18 @@ def run_deployment(world: dict[str, Any]) -> dict[str, Any]:
     return {**json.loads(read.stdout), "out": started.stdout + started.stderr}
 
 
+def written(world: dict[str, Any]) -> int:
+    """Bytes the object store has accepted so far (its journal of writes, decoded)."""
+    import base64
+
+    journal = stack.home(world["ops"]) / "object-store" / "writes.jsonl"
+    lines = journal.read_bytes().splitlines() if journal.exists() else []
+    return sum(len(base64.b64decode(json.loads(line)["body"])) for line in lines)
+
+
 def run_on(world: dict[str, Any], machine: str) -> str:
     """One run of the deployment, taken by the worker of `machine` (the only one up)."""
+    before, started = written(world), time.monotonic()
     worker = start_worker(world, machine)
     try:
         done = run_deployment(world)
@@ -111,6 +122,10 @@ def run_on(world: dict[str, Any], machine: str) -> str:
     log = _log(world, machine)
     assert done["state"] == "COMPLETED", done["out"][-4000:] + log[-6000:]
     assert f"submitting flow run '{done['id']}'" in log
+    print(
+        f"{machine}: run {time.monotonic() - started:.0f} s (worker start included), "
+        f"{(written(world) - before) / 1e6:.2f} MB written to the object store"
+    )
     return log
 
 
@@ -123,7 +138,8 @@ def advance(world: dict[str, Any]) -> None:
 def test_two_workers_from_fresh_clones_continue_each_others_data(world: dict[str, Any]) -> None:
     assert "data version 1 recorded" in run_on(world, "machine-a")
     advance(world)
-    assert "data version 2 recorded" in run_on(world, "machine-b")
+    log = run_on(world, "machine-b")
+    assert "restore: restored data version 1" in log and "data version 2 recorded" in log
     advance(world)
     assert "data version 3 recorded" in run_on(world, "machine-a")  # the third day
     versions = data_versions(world)

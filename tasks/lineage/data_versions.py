@@ -96,7 +96,13 @@ def base(paths: Paths) -> DataVersion | None:
 def restore(paths: Paths, params: Params) -> str:
     """Bring the latest data version into the checkout, unless it is there already or the
     checkout's unrecorded work sits on it (a run that failed here, to be continued here).
-    Returns what was done, in words."""
+    Returns what was done, in words (and logs it)."""
+    done = _restore(paths, params)
+    log.info("restore: %s", done)
+    return done
+
+
+def _restore(paths: Paths, params: Params) -> str:
     newest = latest(paths)
     if newest is None:
         return "no data version recorded yet: this run records the first"
@@ -117,7 +123,22 @@ def restore(paths: Paths, params: Params) -> str:
         )  # fmt: skip
     _checkout(paths, params, newest)
     write_json(paths.var / BASE, asdict(newest))
-    return f"restored data version {newest.seq} (MLflow run {newest.run_id})"
+    return (f"restored data version {newest.seq} (MLflow run {newest.run_id}; "
+            f"{data_bytes(paths) / 1e6:.1f} MB of data)")  # fmt: skip
+
+
+def data_bytes(paths: Paths) -> int:
+    """The size of the data dvc.lock names in the DVC cache (what a fresh clone pulls)."""
+    import yaml
+
+    lock = yaml.safe_load(paths.dvc_lock.read_text()) or {}
+    skip = set(uncached_outs(paths))
+    return sum(
+        int(out.get("size") or 0)
+        for entry in (lock.get("stages") or {}).values()
+        for out in entry.get("outs", [])
+        if out["path"] not in skip
+    )
 
 
 def _checkout(paths: Paths, params: Params, version: DataVersion) -> None:
