@@ -3,7 +3,9 @@
 `plumber serve` serves it from this process; prefect.yaml declares the same deployment
 for a work pool (`prefect deploy`), and a test keeps the two in agreement. One run at a
 time: a run falling due while another runs waits (`overlap: wait`, Prefect's ENQUEUE) or
-is cancelled (`overlap: cancel`, CANCEL_NEW).
+is cancelled (`overlap: cancel`, CANCEL_NEW). The slot is a lease the run's process renews:
+one whose machine died gives it up after `slot_grace_seconds`, and the next run starts
+(it finds the dead one by its record, flows/run_record.py, and writes it down Crashed).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ def spec(serve: ServeParams) -> dict[str, Any]:
         "name": serve.name,
         "entrypoint": ENTRYPOINT,
         "schedules": [{"cron": serve.cron, "timezone": serve.timezone}],
-        "concurrency_limit": {"limit": 1, "collision_strategy": COLLISION[serve.overlap]},
+        "concurrency_limit": {
+            "limit": 1,
+            "collision_strategy": COLLISION[serve.overlap],
+            "grace_period_seconds": serve.slot_grace_seconds,
+        },
     }
 
 
@@ -47,6 +53,7 @@ def build(serve: ServeParams, root: Path) -> Any:
         concurrency_limit=ConcurrencyLimitConfig(
             limit=limit["limit"],
             collision_strategy=ConcurrencyLimitStrategy(limit["collision_strategy"]),
+            grace_period_seconds=limit["grace_period_seconds"],
         ),
         parameters={"root": str(root)},
         description="collect, validate, retrain when due, release: plumber's pipeline",

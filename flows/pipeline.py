@@ -28,7 +28,7 @@ from flows import summary
 from flows.locks import holding_dvc, run_lock, wait_for_dvc
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
-from flows.run_record import record_end, record_run, record_start
+from flows.run_record import holding_run, record_end, record_run
 from flows.stages import (
     RAN,
     SKIPPED,
@@ -112,12 +112,15 @@ def retrain_policy(
 
 @task(name="recover", task_run_name="recover", cache_policy=NO_CACHE, persist_result=False)
 @masking
-def recover(root: Path, model_name: str) -> list[str]:
-    """What killed operations left in MLflow, repaired (asks MLflow only if there is any)."""
+def recover(root: Path, model_name: str, crashed_flow_run: str | None) -> list[str]:
+    """What killed operations left in MLflow, repaired (asks MLflow only if there is any);
+    `crashed_flow_run`: a flow run found dead, whose MLflow runs end KILLED wherever it ran."""
     from tasks.release import recovery
 
     paths = Paths.at(root)
-    return recovery.recover(paths, model_name) if recovery.needed(paths) else []
+    if not (recovery.needed(paths) or crashed_flow_run):
+        return []
+    return recovery.recover(paths, model_name, crashed_flow_run=crashed_flow_run)
 
 
 @task(name="record", task_run_name="record", cache_policy=NO_CACHE, persist_result=False)
@@ -252,8 +255,8 @@ def pipeline(
     paths = Paths.at(root)
     check_root(paths)
     use_project_environment(paths)  # started by a worker: the stack's profile, the stages' python
-    with run_lock(paths, load_params(paths.params).flow.lock_timeout_seconds):
-        crashed = record_start(paths, flow_run)
+    lock_timeout = load_params(paths.params).flow.lock_timeout_seconds
+    with run_lock(paths, lock_timeout), holding_run(paths, flow_run) as crashed:
         if crashed:
             logging.getLogger(__name__).warning(
                 "the previous flow run %s crashed: %s", crashed["name"], crashed["reason"]
@@ -267,7 +270,7 @@ def pipeline(
         if shared:
             restore_data(paths.root)
         rows_before = summary.rows_by_source(paths)
-        recover(paths.root, params.release.model_name)
+        recover(paths.root, params.release.model_name, crashed["id"] if crashed else None)
         try:
             results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
             if shared:

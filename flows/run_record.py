@@ -1,54 +1,63 @@
-"""The latest flow run, kept for `plumber status`: var/last_run.json.
+"""The latest flow run, kept for `plumber status` and for the next run (tasks/ops/last_run.py:
+var/last_run.json, or on a stack the lock server's shared state).
 
-Written when a flow run starts (state RUNNING, with its process id) and by the flow's own
-hooks when it ends (completed, failed, crashed, cancelled), so a run started by `plumber
-run`, a schedule or the Prefect UI is recorded alike. A SIGKILL runs no hook: the record
-then still says RUNNING while its process is gone, which `effective()` reads as CRASHED,
-and the next flow run writes down (also in Prefect, where the run would otherwise stay
-Running for ever). `effective()` is in tasks/ops/status.py, which reads the record.
+Written when a flow run starts (state RUNNING, with its process id and host) and by the
+flow's own hooks when it ends (completed, failed, crashed, cancelled), so a run started by
+`plumber run`, a schedule, the Prefect UI or a worker on any machine is recorded alike. A
+SIGKILL runs no hook: the record then still says RUNNING while its run is gone, which
+`last_run.effective()` reads as CRASHED, and the next flow run, on whichever machine,
+writes down (also in Prefect, where the run would otherwise stay Running for ever).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tasks.core import clock
-from tasks.core.io import read_json, write_json
 from tasks.core.journal import process_started
 from tasks.core.paths import Paths
-from tasks.ops.status import CRASHED, LAST_RUN, RUNNING, effective
+from tasks.ops import last_run
+from tasks.ops.last_run import CRASHED, RUNNING
 
 log = logging.getLogger(__name__)
 
 
-def read(paths: Paths) -> dict[str, Any] | None:
-    return read_json(paths.var / LAST_RUN, default=None)
-
-
-def record_start(paths: Paths, flow_run: Any) -> dict[str, Any] | None:
-    """Record this run as RUNNING; first write down a previous run that never ended.
-    Returns that previous run's record (now CRASHED), or None."""
-    stale = effective(read(paths))
+@contextmanager
+def holding_run(paths: Paths, flow_run: Any) -> Iterator[dict[str, Any] | None]:
+    """Record this run as RUNNING for as long as it holds the run lock (the caller holds
+    it); first write down a previous run that never ended. Yields that run's record (now
+    CRASHED), or None."""
+    shared = last_run.shared_url() is not None
+    # Holding the run lock, no other run holds it: a record that says it does is dead.
+    stale = last_run.effective(last_run.read(paths), shared_lock_held=False if shared else None)
     crashed = stale if stale and stale.get("state") == CRASHED and "finished" not in stale else None
     if crashed:
         crashed = {**crashed, "finished": clock.stamp(), "found_by": str(flow_run.id)}
         _crash_in_prefect(crashed["id"], crashed["reason"])
     pid = os.getpid()
-    write_json(
-        paths.var / LAST_RUN,
+    last_run.write(
+        paths,
         {
             "id": str(flow_run.id),
             "name": flow_run.name,
             "state": RUNNING,
             "pid": pid,
             "pid_started": process_started(pid),
+            "host": socket.gethostname(),
+            "holds_lock": shared,
             "started": clock.stamp(),
             "previous": crashed,
         },
     )
-    return crashed
+    try:
+        yield crashed
+    finally:
+        last_run.let_go(paths, str(flow_run.id))
 
 
 def _crash_in_prefect(flow_run_id: str, reason: str) -> None:
@@ -92,9 +101,13 @@ def record_end(
     retrained: bool | None = None,
 ) -> None:
     """The run's end: its state (COMPLETED, FAILED, CRASHED, CANCELLED) and outcome."""
-    before = read(paths) or {}
-    write_json(
-        paths.var / LAST_RUN,
+    before = last_run.read(paths) or {}
+    if before.get("id") not in (None, run_id) and before.get("state") == RUNNING:
+        # A hook runs after the run lock is let go: a newer run may hold it and be recorded.
+        log.info("flow run %s ended %s; the record is a newer run's now", name, state)
+        return
+    last_run.write(
+        paths,
         {
             "id": run_id,
             "name": name,

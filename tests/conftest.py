@@ -75,6 +75,19 @@ def pg_table(pg_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """The URL of a database of its own on the test PostgreSQL, dropped afterwards."""
+    import psycopg
+
+    name = f"plumbertest_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def project(tmp_path: Path) -> MiniProject:
     return MiniProject(tmp_path)
 

@@ -69,20 +69,26 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 
 def data_versions(world: dict[str, Any]) -> list[dict[str, str]]:
     """Every recorded data version, oldest first, read from the stack's MLflow."""
+    found = experiment_runs(world, "plumber-data")
+    return sorted(found, key=lambda tags: int(tags["data_version.seq"]))
+
+
+def experiment_runs(world: dict[str, Any], experiment: str) -> list[dict[str, str]]:
+    """Every run of an experiment on the stack's MLflow: its tags, run_id and status."""
     code = (
-        "import json, mlflow\n"
+        "import json, sys, mlflow\n"
         "c = mlflow.MlflowClient()\n"
-        "e = c.get_experiment_by_name('plumber-data')\n"
+        "e = c.get_experiment_by_name(sys.argv[1])\n"
         "runs = c.search_runs([e.experiment_id]) if e else []\n"
         "print(json.dumps([{**r.data.tags, 'run_id': r.info.run_id, 'status': r.info.status} "
         "for r in runs]))\n"
     )
     env = env_for(**world["env"])
     env.update(read_profile(Path(world["env"]["PLUMBER_STACK"])))
-    done = subprocess.run(["python", "-c", code], env=env, capture_output=True, text=True)
+    done = subprocess.run(["python", "-c", code, experiment], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
-    return sorted(found, key=lambda tags: int(tags["data_version.seq"]))
+    return list(json.loads(done.stdout))
 
 
 def manifest(machine: Path) -> dict[str, Any]:

@@ -8,9 +8,11 @@ next run, so both are seen to work, one after the other, on one line of data ver
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from flows import stack
 from tasks.core.paths import Paths
 from tasks.core.stack import read_profile
 from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params
-from tests.test_shared_stack import data_versions
+from tests.test_shared_stack import data_versions, experiment_runs
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres]
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -60,12 +62,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dic
     stack.down(ops, purge=True, say=print)
 
 
+def own_hostnames() -> bool:
+    """Whether each machine can have a hostname of its own (a UTS namespace: root here)."""
+    try:
+        done = subprocess.run(["unshare", "--uts", "hostname", "probe"], capture_output=True)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
 def start_worker(world: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
     home = world["base"] / name  # the machine: its own folder, no checkout in it
     home.mkdir(exist_ok=True)
+    command = [PREFECT, "worker", "start", "--pool", "plumber", "--name", name, "--type",
+               "process"]  # fmt: skip
+    if own_hostnames():  # and its own hostname, which MLflow runs and locks are tagged with
+        command = ["unshare", "--uts", "sh", "-c", f'hostname {name} && exec "$@"', "-", *command]
     with (home / "worker.log").open("ab") as log:
         return subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "plumber", "--name", name, "--type", "process"],
+            command,
             cwd=home, env={**world["env"], "PREFECT_HOME": str(home / ".prefect")},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -80,26 +95,34 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def run_deployment(world: dict[str, Any]) -> dict[str, Any]:
-    """Start a run of the daily deployment and wait for it; its flow run as JSON."""
+def run_deployment(world: dict[str, Any], *args: str, watch: bool = True) -> dict[str, Any]:
+    """Start a run of the daily deployment (and wait for it); its flow run as JSON."""
+    waiting = ["--watch", "--watch-timeout", "1200"] if watch else []
     started = subprocess.run(
-        [PREFECT, "deployment", "run", "plumber/plumber-daily", "--watch",
-         "--watch-timeout", "1200"],
+        [PREFECT, "deployment", "run", "plumber/plumber-daily", *waiting, *args],
         cwd=world["base"], env=world["env"], capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
+    out = started.stdout + started.stderr
+    found = re.search(r"UUID: ([0-9a-f-]{36})", out)
+    assert found, out[-3000:]
+    return {**flow_run(world, found.group(1)), "out": out}
+
+
+def flow_run(world: dict[str, Any], run_id: str) -> dict[str, str]:
+    """A flow run's id, name and state type, asked of the stack's Prefect server."""
     code = (
-        "import json, sys\nfrom prefect import get_client\nimport asyncio\n"
+        "import asyncio, json, sys\nfrom uuid import UUID\nfrom prefect import get_client\n"
         "async def main():\n"
         "    async with get_client() as c:\n"
-        "        runs = await c.read_flow_runs(limit=1, sort='START_TIME_DESC')\n"
-        "        r = runs[0]\n"
-        "        print(json.dumps({'id': str(r.id), 'state': r.state.type.value}))\n"
+        "        r = await c.read_flow_run(UUID(sys.argv[1]))\n"
+        "        print(json.dumps({'id': str(r.id), 'name': r.name, 'state': r.state.type.value,"
+        " 'message': r.state.message}))\n"
         "asyncio.run(main())\n"
     )
-    read = subprocess.run([sys.executable, "-c", code], env=world["env"], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    read = subprocess.run([sys.executable, "-c", code, run_id], env=world["env"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert read.returncode == 0, read.stderr
-    return {**json.loads(read.stdout), "out": started.stdout + started.stderr}
+    return dict(json.loads(read.stdout))
 
 
 def written(world: dict[str, Any]) -> int:
@@ -167,6 +190,82 @@ def test_the_registry_moved_only_by_the_gate_and_the_champion_rebuilds_from_a_th
                              capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-3000:]
     assert "identical" in rebuilt.stdout
+
+
+@pytest.mark.timeout(1800)  # a training to kill, then Prefect's grace for the dead run's slot
+def test_a_worker_killed_mid_run_is_repaired_by_the_next_run_on_the_other(
+    world: dict[str, Any],
+) -> None:
+    if not own_hostnames():
+        pytest.skip("needs `unshare --uts` (root) so that the two machines have two hostnames")
+    advance(world)  # the fourth day
+    before = data_versions(world)
+    worker = start_worker(world, "machine-a")
+    try:
+        # Trained long enough that the kill lands in training, whatever the machine's load.
+        slow = json.dumps({"overrides": {"train": {"epochs": 5000, "patience": 5000}}})
+        doomed = run_deployment(world, "--params", slow, watch=False)
+        training = wait_for_training(world, doomed["id"], worker)
+        killed = kill_machine(world["base"] / "machine-a")  # as if it lost power
+        assert worker.pid in killed
+    finally:
+        if worker.poll() is None:
+            stop_worker(worker)
+    assert flow_run(world, doomed["id"])["state"] == "RUNNING"  # nobody left to say otherwise
+    assert not machine_processes(world["base"] / "machine-a")
+
+    log = run_on(world, "machine-b")  # waits out the dead run's slot, then runs
+    assert f"the previous flow run {doomed['name']} crashed" in log
+    dead = flow_run(world, doomed["id"])
+    assert dead["state"] == "CRASHED" and "held the run lock" in dead["message"]
+    runs = {r["run_id"]: r for r in experiment_runs(world, "plumber")}
+    assert runs[training]["status"] == "KILLED"
+    assert doomed["id"] in runs[training]["plumber.end_reason"]
+    assert not [r for r in runs.values() if r["status"] == "RUNNING"]
+    versions = data_versions(world)  # the dead run recorded nothing; the next one did
+    assert [int(v["data_version.seq"]) for v in versions] == list(range(1, len(before) + 2))
+    assert versions[-1]["data_version.parent"] == before[-1]["run_id"]
+    assert not machine_processes(world["base"] / "machine-b")
+
+
+def wait_for_training(world: dict[str, Any], flow_run_id: str, worker: Any) -> str:
+    """The id of the MLflow training run of `flow_run_id`, once it runs."""
+    deadline = time.monotonic() + 1500
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, _log(world, "machine-a")[-4000:]
+        for run in experiment_runs(world, "plumber"):
+            if run.get("prefect.flow_run_id") == flow_run_id and run["status"] == "RUNNING":
+                return str(run["run_id"])
+        time.sleep(3)
+    pytest.fail("the run never reached training: " + _log(world, "machine-a")[-4000:])
+
+
+def machine_processes(home: Path) -> list[int]:
+    """Processes of the machine whose folder is `home`: its worker and all it started,
+    known by the PREFECT_HOME they inherit."""
+    mark = f"PREFECT_HOME={home / '.prefect'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def kill_machine(home: Path) -> list[int]:
+    """SIGKILL every process of the machine at once, as a power cut would."""
+    pids = machine_processes(home)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while machine_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.2)  # zombies until their parents are reaped: ours is, below
+    return pids
 
 
 def _log(world: dict[str, Any], name: str) -> str:

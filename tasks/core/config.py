@@ -237,6 +237,12 @@ class ServeParams(_Strict):
     overlap: Literal["wait", "cancel"] = Field(
         default="wait", description="a run due while one is running waits, or is cancelled"
     )
+    slot_grace_seconds: int = Field(
+        default=120,
+        ge=60,  # Prefect's own floor
+        le=86400,
+        description="a run whose machine died holds the deployment's one slot this long",
+    )
 
     @field_validator("cron")
     @classmethod

@@ -84,3 +84,21 @@ def end_orphaned_runs(client: Any, paths: Paths) -> list[str]:
         if not alive and end_if_running(client, run.info.run_id, killed_reason(record)):
             done.append(f"MLflow run {run.info.run_id} (training) marked KILLED")
     return done
+
+
+def end_runs_of_flow_run(client: Any, paths: Paths, flow_run_id: str, reason: str) -> list[str]:
+    """RUNNING runs of a flow run found dead, on whichever machine it ran: their pids say
+    nothing here, but a dead flow run's trainings are dead too."""
+    experiment = client.get_experiment_by_name(tracking.experiment_name(paths))
+    if experiment is None:
+        return []
+    running = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and "
+        f"tags.\"{tracking.FLOW_RUN_TAG}\" = '{flow_run_id}'",
+    )
+    done = []
+    for run in running:
+        if end_if_running(client, run.info.run_id, f"killed: {reason}"):
+            done.append(f"MLflow run {run.info.run_id} (training) marked KILLED")
+    return done

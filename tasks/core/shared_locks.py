@@ -55,17 +55,32 @@ def connect(url: str, what: str) -> Any:
 
 def holder(conn: Any, name: str) -> str:
     """Who holds `name`, in words, read from PostgreSQL's own lock table."""
-    row = conn.execute(
-        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
-        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-        "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2",
-        (NAMESPACE, key(name) & 0xFFFFFFFF),
-    ).fetchone()
+    row = _holder_row(conn, name)
     if row is None:
         return "another process (it has just let go)"
     app, addr, since = row
     where = f" from {addr}" if addr else ""
     return f"{app or 'a client'}{where} (since {since:%Y-%m-%dT%H:%M:%S%z})"
+
+
+def _holder_row(conn: Any, name: str) -> Any:
+    return conn.execute(
+        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+        "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2 "
+        # Advisory locks are per database: another stack's, on the same server, is not ours.
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (NAMESPACE, key(name) & 0xFFFFFFFF),
+    ).fetchone()
+
+
+def is_held(url: str, name: str) -> bool:
+    """Whether some process holds the lock `name` now (read, never taken)."""
+    conn = connect(url, f"asking who holds {name}")
+    try:
+        return _holder_row(conn, name) is not None
+    finally:
+        conn.close()
 
 
 @contextmanager

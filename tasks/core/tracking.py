@@ -18,6 +18,7 @@ from tasks.core.paths import Paths
 T = TypeVar("T")
 
 FLOW_RUN_ENV = "PLUMBER_FLOW_RUN_ID"  # set by the Prefect flow for the stages it runs
+FLOW_RUN_TAG = "prefect.flow_run_id"  # the flow run a training run was part of
 
 
 def tracking_uri(paths: Paths) -> str:
@@ -182,7 +183,7 @@ def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
     for out in stages.get(inputs_of, {}).get("outs", []):
         tags[f"dvc.{out['path']}"] = str(out.get("md5", ""))
     if os.environ.get(FLOW_RUN_ENV):
-        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+        tags[FLOW_RUN_TAG] = os.environ[FLOW_RUN_ENV]
     return tags
 
 

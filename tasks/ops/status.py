@@ -4,26 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.core.errors import StepError
 from tasks.core.io import read_json
-from tasks.core.journal import process_alive
 from tasks.core.paths import Paths
-
-LAST_RUN = "last_run.json"  # written by the flow (flows/run_record.py)
-RUNNING, CRASHED = "RUNNING", "CRASHED"
-
-
-def effective(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A last-run record as it stands: RUNNING whose process is gone reads as CRASHED."""
-    if not record or record.get("state") != RUNNING:
-        return record
-    if process_alive(int(record.get("pid") or -1), record.get("pid_started")):
-        return record
-    return {
-        **record,
-        "state": CRASHED,
-        "reason": f"its process (pid {record.get('pid')}) ended without recording an outcome "
-        "(killed, or the machine stopped)",
-    }
+from tasks.ops import last_run
+from tasks.ops.last_run import RUNNING
 
 
 def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
@@ -57,10 +42,12 @@ def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
             for name, entry in sources.items()
         },
     }
-    data["last_run"] = effective(read_json(paths.var / LAST_RUN, default=None))
+    try:
+        data["last_run"] = last_run.current(paths)
+    except StepError as exc:  # a stack's lock server down: the rest is still worth showing
+        data["last_run"], data["last_run_error"] = None, str(exc)
     data["stack"] = stack_in_use(paths)
     if model_name is not None:
-        from tasks.core.errors import StepError
         from tasks.release.registry import champion_summary
 
         try:
@@ -144,6 +131,8 @@ def format_status(data: dict[str, Any]) -> str:
         previous = run.get("previous")
         if previous:
             lines.append(f"  the run before it, {previous['name']}, crashed: {previous['reason']}")
+    if data.get("last_run_error"):
+        lines.append(f"last run: unknown: {data['last_run_error']}")
     if data.get("store_error"):
         lines.append(f"champion: unknown: {data['store_error']}")
     elif "champion" in data:

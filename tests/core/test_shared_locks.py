@@ -16,7 +16,7 @@ import pytest
 
 from tasks.core.errors import Busy
 from tasks.core.locks import one_at_a_time
-from tasks.core.shared_locks import LOCKS_ENV, advisory
+from tasks.core.shared_locks import LOCKS_ENV, advisory, is_held
 
 pytestmark = pytest.mark.postgres
 
@@ -75,6 +75,17 @@ def test_a_second_machine_is_refused_naming_the_holder_then_gets_it_after_a_kill
     with one_at_a_time(here / "run.lock", timeout=30, what="a plumber run",
                        setting="flow.lock_timeout_seconds"):  # fmt: skip
         pass
+
+
+def test_a_lock_of_the_same_name_in_another_database_is_another_stack_s(
+    pg_url: str, pg_database: str
+) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    with advisory(pg_database, name, timeout=1, what="the other stack", setting="s", say=print):
+        assert is_held(pg_database, name)
+        assert not is_held(pg_url, name)
+        _other_process_takes(pg_url, name)
+    assert not is_held(pg_database, name)
 
 
 def test_the_lock_is_reentrant_and_names_are_separate(pg_url: str) -> None:
