@@ -292,7 +292,21 @@ def pipeline(
         changed,
     )
     summary.publish(report, paths)
-    return report
+    name, message, tags = summary.outcome(report)
+    _add_tags(str(flow_run.id), tags)
+    # The decision in the state itself (Completed still: the run did its work), so a
+    # rejected release is seen and filtered for in the UI without opening the summary.
+    return Completed(name=name, message=message, data=report)  # type: ignore[return-value]
+
+
+def _add_tags(flow_run_id: str, tags: list[str]) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        client.update_flow_run(UUID(flow_run_id), tags=sorted({*run.tags, *tags}))
 
 
 def _run_stages(

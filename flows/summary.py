@@ -110,6 +110,35 @@ def _release_lines(release: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+# The flow run's final state name for each release decision (tasks/release/gate.py), and
+# for a run that found no retrain due: a rejected candidate must not read as plain success.
+STATE_NAMES = {"released": "Released", "rejected": "Rejected", "no-change": "No change"}
+NO_RETRAIN = "No retrain"
+
+
+def outcome(summary: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """The run's decision as Prefect shows it: a state name, its message, and tags to
+    filter runs by (`decision:rejected`, `candidate:3`)."""
+    release = summary["release"]
+    if not release:
+        verdict = summary.get("retrain") or {}
+        return (
+            NO_RETRAIN,
+            str(verdict.get("reason") or "no retrain needed"),
+            ["decision:no-retrain"],
+        )
+    decision, version = release["decision"], release["version"] or "-"
+    reasons = "; ".join(release["reasons"]) or "no reason recorded"
+    before, after = release["champion_before"] or "none", release["champion_after"] or "none"
+    champion = f"champion {before} -> {after}" if before != after else f"champion {after}"
+    message = f"candidate version {version} {decision}: {reasons} ({champion})"
+    return (
+        STATE_NAMES.get(decision, decision),
+        message,
+        [f"decision:{decision}", f"candidate:{version}"],
+    )
+
+
 def publish(summary: dict[str, Any], paths: Paths) -> None:
     """The summary as the flow run's markdown artifact (the Prefect UI's Artifacts tab),
     and as var/last_summary.{json,md} for whoever has no Prefect UI at hand."""

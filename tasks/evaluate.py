@@ -165,12 +165,11 @@ def _log_to_mlflow(paths: Paths, run_id: str, report: dict[str, Any]) -> None:
     tracking.start(paths)
     stamp = int(time.time() * 1000)
     metrics = [
-        Metric(f"test.model.{k}", v, stamp, 0) for k, v in report["model"].items() if np.isfinite(v)
+        Metric(tracking.metric_name(key, name), value, stamp, 0)
+        for name, block in {"model": report["model"], **report["baselines"]}.items()
+        for key, value in block.items()
+        if np.isfinite(value)
     ]
-    for name, block in report["baselines"].items():
-        metrics += [
-            Metric(f"test.{name}.{k}", v, stamp, 0) for k, v in block.items() if np.isfinite(v)
-        ]
     client = mlflow.MlflowClient()
     client.log_batch(run_id, metrics=metrics)
     for png in sorted((paths.plots).glob("*.png")):

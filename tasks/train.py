@@ -66,9 +66,11 @@ def epoch_logger(client: Any, run_id: str) -> Callable[[int, dict[str, float]], 
     """
     from mlflow.entities import Metric
 
+    from tasks.core import tracking
+
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         stamp = int(time.time() * 1000)
-        batch = [Metric(k, v, stamp, epoch) for k, v in metrics.items()]
+        batch = [Metric(tracking.metric_name(k), v, stamp, epoch) for k, v in metrics.items()]
         client.log_batch(run_id, metrics=batch)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
@@ -95,7 +97,13 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     runs.end_orphaned_runs(client, paths)  # earlier trainings that were killed
     with (
         journal.intent(paths, "training") as entry,
-        mlflow.start_run(experiment_id=experiment, tags=runs.process_tags()) as active,
+        mlflow.start_run(
+            experiment_id=experiment,
+            tags={
+                **runs.process_tags(),
+                "mlflow.note.content": description(windows(frames)),
+            },
+        ) as active,  # fmt: skip
         runs.ended_if_stopped(client, active.info.run_id),
     ):
         run_id = active.info.run_id
@@ -104,7 +112,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         started = time.perf_counter()
         result = fit_with_progress(train, valid, config, settings, epoch_logger(client, run_id))
         seconds = time.perf_counter() - started
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": seconds})
+        mlflow.log_metrics({"train/best_epoch": result.best_epoch, "train/seconds": seconds})
         save_checkpoint(result.model.cpu(), paths.checkpoint)
         mlflow.log_artifact(str(paths.checkpoint), artifact_path="model")
         mlflow.log_artifact(str(paths.encoders), artifact_path="model")
@@ -179,6 +187,17 @@ def windows(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
         "window": {name: [frame["date"].min(), frame["date"].max()]
                    for name, frame in frames.items()},
     }  # fmt: skip
+
+
+def description(split: dict[str, Any]) -> str:
+    """What the run is, for its page in the MLflow UI."""
+    spans = {name: f"{first} to {last} ({split['rows'][name]:,} rows)"
+             for name, (first, last) in split["window"].items()}  # fmt: skip
+    return (
+        f"A candidate model, trained on {spans['train']}, early-stopped on {spans['valid']} "
+        f"and tested on {spans['test']}; the evaluate stage adds the baselines on the same "
+        "rows, the release gate decides whether it becomes the champion."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

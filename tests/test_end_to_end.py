@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -212,7 +213,15 @@ class TestOneRepositoryOverDays:
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow/mlflow.db'}")
         tags = client.get_run(run_id).data.tags
         assert len(tags["prefect.flow_run_id"]) == 36  # the flow's run id reached the stage
-        assert "test.model.recall_at_precision" in client.get_run(run_id).data.metrics
+        assert re.fullmatch(
+            r"A candidate model, trained on 2013-01-01 to 2013-01-0\d \([\d,]+ rows\), "
+            r"early-stopped on .+ and tested on .+; the evaluate stage .+ champion\.",
+            tags["mlflow.note.content"],
+        ), tags["mlflow.note.content"]
+        experiment = client.get_experiment_by_name("plumber")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI
+        assert experiment.tags["mlflow.note.content"].startswith("Plumber's training runs")
+        assert "test/model/recall_at_precision" in client.get_run(run_id).data.metrics
 
     def test_a_failing_source_fails_the_run_and_keeps_the_data(
         self, repo: Path, monkeypatch

@@ -162,7 +162,7 @@ def test_offline_from_the_local_cache_and_logged_to_a_scratch_experiment(repo: P
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow/mlflow.db'}")
     scratch = client.get_experiment_by_name("plumber-reproduce")
     [run] = client.search_runs([scratch.experiment_id])
-    assert run.info.status == "FINISHED" and "test.model.recall_at_precision" in run.data.metrics
+    assert run.info.status == "FINISHED" and "test/model/recall_at_precision" in run.data.metrics
 
 
 def test_a_reproduction_killed_midway_leaves_nothing_the_next_one_keeps(repo: Path) -> None:

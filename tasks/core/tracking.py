@@ -167,11 +167,37 @@ def start(paths: Paths, experiment: str | None = None) -> str:
 
         raise StepError(store_problem(paths, uri, exc)) from None
     if found is not None:
+        for key, value in experiment_tags(name).items():  # one made before these tags
+            if key not in found.tags:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
     # The local store keeps artifacts beside it under var/ (MLflow's default is ./mlruns);
     # a tracking server decides for itself.
     artifacts = (paths.mlflow_store / "artifacts").as_uri() if local else None
-    return str(client.create_experiment(name, artifact_location=artifacts))
+    return str(
+        client.create_experiment(name, artifact_location=artifacts, tags=experiment_tags(name))
+    )
+
+
+# MLflow 3 opens an experiment without this tag in its GenAI mode (traces, judges,
+# "Evaluation runs"); these are model-training experiments.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DESCRIPTIONS = {
+    "-data": "Plumber's data versions: one run per flow run that collected, with the "
+    "dvc.lock, manifest and outputs the next run restores (README, 'Running on shared "
+    "infrastructure').",
+    "-reproduce": "Rebuilds of released models by `plumber reproduce --log`, compared bit "
+    "for bit with the originals.",
+    "": "Plumber's training runs: one per candidate model, with its params, per-epoch "
+    "curves, evaluation against the baselines and its lineage record. Released versions are "
+    "in the Model Registry (Models tab).",
+}
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """The kind and description (MLflow's note) an experiment of ours is created with."""
+    suffix = next(s for s in DESCRIPTIONS if name.endswith(s))
+    return {**EXPERIMENT_KIND, "mlflow.note.content": DESCRIPTIONS[suffix]}
 
 
 def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
@@ -185,6 +211,20 @@ def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
     if os.environ.get(FLOW_RUN_ENV):
         tags[FLOW_RUN_TAG] = os.environ[FLOW_RUN_ENV]
     return tags
+
+
+WINDOWS = ("train", "valid")  # a metric key's prefix naming its window; none means test
+
+
+def metric_name(key: str, model: str | None = None) -> str:
+    """A metric's name in MLflow, which groups charts by what comes before a "/":
+    "train_loss" -> "train/loss", "valid_pr_auc" -> "valid/pr_auc"; an evaluation's
+    ("pr_auc", "model") -> "test/model/pr_auc", ("valid_pr_auc", "model") ->
+    "valid/model/pr_auc"."""
+    window, _, rest = key.partition("_")
+    if window not in WINDOWS or not rest:
+        window, rest = "test", key
+    return "/".join(part for part in (window, model, rest) if part)
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:

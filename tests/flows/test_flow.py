@@ -76,6 +76,14 @@ def run_flow(root: Path, **parameters: Any) -> tuple[Any, dict[str, str]]:
     return state, seen
 
 
+def flow_run_tags(state: Any) -> list[str]:
+    """The tags of the flow run that ended in `state`, as the server has them."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_run(state.state_details.flow_run_id).tags)
+
+
 def facts(root: Path) -> dict[str, Any]:
     """What a failed run must leave alone."""
     st = json.loads(plumber(root, "status", "--json"))
@@ -98,6 +106,8 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
         "judge": False,
     }
     assert report["release"]["decision"] == "released"
+    assert state.name == "Released" and state.message.startswith("candidate version 1 released")
+    assert {"decision:released", "candidate:1"} <= set(flow_run_tags(state))
     assert report["rows"]["collected"]["flights"] == 842 + 943 + 914
     assert set(tasks.values()) == {"Completed"} and "release" in tasks
 
@@ -124,6 +134,8 @@ def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -
     report = state.result()
     assert report["release"] is None
     assert report["retrain"]["reason"].startswith("0 new rows since 2013-01-03")
+    assert state.name == "No retrain" and state.message == report["retrain"]["reason"]
+    assert "decision:no-retrain" in flow_run_tags(state)
 
 
 def test_after_a_new_day_the_run_retrains(repo: Path) -> None:
