@@ -1,7 +1,7 @@
 """The Prefect flow: every DVC stage as one Prefect task, in the order DVC gives, the
 retrain policy after validation, then the release.
 
-In the Prefect UI a stage DVC found unchanged ends in the state "Cached", a stage the
+In the Prefect UI a stage DVC found unchanged ends in the state "Unchanged", a stage the
 retrain policy left out in "Skipped"; both are Completed, neither ran.
 
 Each run first repairs what a killed run left: its own record (var/last_run.json, and the
@@ -82,7 +82,8 @@ def run_stage(
     result = reproduce_stage(root, name, flow_run_id, lock_timeout, timeout, force=force)
     if result.outcome == UNCHANGED:
         message = "unchanged since dvc.lock: DVC skipped it"
-        return Completed(name="Cached", message=message, data=asdict(result))
+        # The word the CLI and the run summary use too (flows/stages.py: ran, unchanged, skipped).
+        return Completed(name="Unchanged", message=message, data=asdict(result))
     return asdict(result)
 
 

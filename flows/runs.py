@@ -112,10 +112,8 @@ def prefect_api(paths: Paths, params: Params) -> Iterator[None]:
 
 def format_run(report: dict[str, Any], paths: Paths) -> str:
     """The run for people: stages, the retrain verdict, evaluation, the release."""
-    shown = {"ran": "ran", "unchanged": "skipped (unchanged)", "skipped": "skipped"}
-    lines = [
-        f"  {r['stage']:<12}{shown[r['outcome']]:<22}{r['seconds']:.1f}s" for r in report["stages"]
-    ]
+    # The stage outcomes as the run summary and Prefect's states name them.
+    lines = [f"  {r['stage']:<12}{r['outcome']:<22}{r['seconds']:.1f}s" for r in report["stages"]]
     rows = report["rows"]
     lines.append(
         f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"

@@ -208,7 +208,7 @@ def test_a_model_trained_but_never_evaluated_is_evaluated_by_the_next_run(repo: 
     done = plumber(repo, "run")  # no new data, no --force
     assert done.returncode == 0, done.stderr[-3000:]
     assert "retrain: finishing what a stopped run left: evaluate" in done.stdout
-    assert "evaluate    ran" in done.stdout and "train       skipped (unchanged)" in done.stdout
+    assert "evaluate    ran" in done.stdout and "train       unchanged " in done.stdout
     assert "candidate version 2" in done.stdout  # the new candidate is judged
 
 

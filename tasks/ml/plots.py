@@ -8,8 +8,21 @@ from typing import Any
 import pandas as pd
 
 
+def _not_the_font_cache_note(record: Any) -> bool:
+    return "building the font cache" not in record.getMessage()
+
+
 def save_pngs(folder: Path, report: dict[str, Any]) -> None:
+    import logging
+
     import matplotlib
+
+    # On a fresh machine matplotlib builds its font cache once and, past 5 s (a busy
+    # machine), warns about it: a line in every first evaluate log that asks nothing of
+    # anyone. Its other warnings (a missing font) still show.
+    font_log = logging.getLogger("matplotlib.font_manager")
+    if _not_the_font_cache_note not in font_log.filters:
+        font_log.addFilter(_not_the_font_cache_note)
 
     matplotlib.use("Agg")  # files only, no screen
     import matplotlib.pyplot as plt

@@ -128,7 +128,7 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
 def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -> None:
     state, tasks = run_flow(repo)
     assert state.is_completed()
-    assert tasks["collect"] == "Completed" and tasks["validate"] == "Cached"
+    assert tasks["collect"] == "Completed" and tasks["validate"] == "Unchanged"
     skipped = ("featurize", "train", "evaluate", "record", "release")
     assert [tasks[s] for s in skipped] == ["Skipped"] * 5
     report = state.result()
