@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast test-drills check bench ui server serve stack clean
+.PHONY: install lock run test test-fast test-drills check bench ui plots plots-template server serve stack clean
 
 install: $(STAMP)
 
@@ -48,8 +48,8 @@ test-drills: $(STAMP)
 # tasks/ never imports flows/ or Prefect, so `dvc repro` runs the steps without either;
 # tasks/ core < data < ml < release < ops, each importing only those below it).
 check: $(STAMP)
-	$(BIN)/ruff check tasks flows tests bench plumber_entry.py
-	$(BIN)/ruff format --check tasks flows tests bench plumber_entry.py
+	$(BIN)/ruff check tasks flows tests bench plots plumber_entry.py
+	$(BIN)/ruff format --check tasks flows tests bench plots plumber_entry.py
 	$(BIN)/mypy tasks flows plumber_entry.py
 	$(BIN)/lint-imports
 
@@ -63,6 +63,19 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c \
 		'from tasks.core.paths import Paths; from tasks.core.tracking import tracking_uri; print(tracking_uri(Paths.at()))')"
+
+# `dvc plots show` draws offline: .dvc/config names plots/offline.html, a page with the
+# vega scripts inline. `make plots` writes dvc_plots/index.html from the last evaluate.
+plots: $(STAMP)
+	$(BIN)/dvc plots show
+
+# Remake plots/offline.html from npm (only to move to other vega versions; needs npm).
+VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+plots-template: $(STAMP)
+	rm -rf var/vega && mkdir -p var/vega
+	cd var/vega && npm pack --silent $(VEGA_PACKAGES) && for f in *.tgz; do \
+		mkdir "$${f%.tgz}" && tar xzf "$$f" -C "$${f%.tgz}" --strip-components=1; done
+	$(BIN)/python plots/build_template.py $(patsubst %,var/vega/%,$(subst @,-,$(VEGA_PACKAGES)))
 
 # The local Prefect server with its UI (http://127.0.0.1:4200, or another free port:
 # `plumber server status`), its database under var/prefect-server; runs use it when

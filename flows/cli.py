@@ -7,6 +7,7 @@ exit 0 success, 1 failure, 2 bad usage or configuration, 75 busy.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,6 +41,7 @@ Examples:
   plumber releases                  the release history
   plumber rollback --reason TEXT    back to the previous champion
   plumber predict --input rows.csv --output scored.csv
+  plumber serve-model               the champion over HTTP (`plumber predict --help`: a curl)
   plumber lineage champion          the champion back to its code, params and data
   plumber reproduce champion        rebuild it from its record; exit 0 when identical
   plumber stack up                  MLflow, Prefect, object store on loopback (PLUMBER_STACK)
@@ -243,7 +245,21 @@ def rollback(
     return 0
 
 
-@app.command(epilog="Example: plumber predict --input rows.csv --output scored.csv")
+def _predict_epilog() -> str:
+    from tasks.ml.columns import example_curl, table
+
+    return (
+        "\b\nExamples:\n  plumber predict --input rows.csv --output scored.csv\n"
+        "  plumber serve-model --port 5001     the champion over HTTP; then, pasted:\n"
+        f"  {example_curl()}\n"
+        '  -> {"predictions": [{"probability": <0 to 1>, "warn": <true or false>}]}\n\n'
+        "\b\nInput columns (one row per flight, as featurize joins them; an optional column "
+        "may be\nleft out or empty, and is then scored as missing, less accurately):\n"
+        f"{table()}\n"
+    )
+
+
+@app.command(epilog=_predict_epilog())
 def predict(
     ctx: typer.Context,
     input: Annotated[Path, typer.Option(help="raw joined rows: CSV or Parquet")],
@@ -254,6 +270,26 @@ def predict(
 
     rows = predicting.run(load_params(ctx.obj.params), ctx.obj, input, output)
     print(f"scored {rows:,} rows with the champion -> {output}")
+    return 0
+
+
+@app.command("serve-model", epilog=_predict_epilog())
+def serve_model(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Option(help="a version number or an alias")] = "champion",
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port to listen on")] = 5001,
+) -> int:
+    """Serve a registered version (the champion by default) over HTTP: POST /invocations
+    with MLflow's JSON formats; GET /health says what is served and its columns."""
+    from tasks.release import serving
+
+    params = load_params(ctx.obj.params)
+    served = serving.load(ctx.obj, params.release.model_name, version)
+    print(f"serving {served.name} version {served.version} on http://{host}:{port} "
+          "(POST /invocations, GET /health; Ctrl-C stops)", flush=True)  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a normal stop
+        serving.serve(served, host, port)
     return 0
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.ml.columns import HISTORY, INPUT, WEATHER
+
 LABEL = "delayed"
 
 
@@ -39,39 +41,9 @@ class RowRules:
 # No month and no day of year: with under a year of history the test window's season is
 # never in train, so a month would be an unseen category and a day of year an extrapolation.
 CATEGORICAL = ["carrier", "origin", "dest", "weekday", "sched_hour", "manufacturer"]
-WEATHER = [
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-]
-HISTORY = [
-    "plane_legs_before", "plane_prev_dep_delay", "origin_known_flights",
-    "origin_known_delay_rate", "origin_recent_delay_rate", "carrier_known_delay_rate",
-]  # fmt: skip
 NUMERIC = [
     "distance", "sched_minute_of_day", *WEATHER, "plane_age", "seats", "engines", *HISTORY,
 ]  # fmt: skip
-
-# A flight's raw joined row: its schedule, the origin's weather at the scheduled hour, its
-# plane, and its same-day history. Featurize stores these; `model_inputs` derives the
-# features from them, for training and for the released model alike, which takes exactly
-# these columns. Value: the column's type, and whether a row may leave it empty.
-INPUT: dict[str, tuple[str, bool]] = {
-    "year": ("long", False), "month": ("long", False), "day": ("long", False),
-    "hour": ("long", False), "minute": ("long", False), "carrier": ("string", False),
-    "flight": ("long", False), "origin": ("string", False), "dest": ("string", False),
-    "tailnum": ("string", True), "distance": ("double", False),
-    **{c: ("double", True) for c in WEATHER},
-    "plane_year": ("double", True), "manufacturer": ("string", True),
-    "seats": ("double", True), "engines": ("double", True),
-    **{c: ("double", True) for c in HISTORY},
-}  # fmt: skip
 
 
 # The numeric features that are input columns as they are.
@@ -185,16 +157,53 @@ def build_rows(
     return conform(out)[["date", *INPUT, LABEL]]
 
 
+def complete(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with every INPUT column: an optional one it lacks is added empty (scored as
+    missing, as featurize leaves it when unknown); lacking a required one is an error that
+    names every such column."""
+    absent = [c for c in INPUT if c not in rows.columns]
+    if not absent:
+        return rows
+    required = [c for c in absent if not INPUT[c][1]]
+    if required:
+        raise ValueError(f"missing required column(s): {', '.join(required)}")
+    return rows.assign(**{c: None for c in absent})
+
+
+KINDS = {"long": "int64", "double": "float64", "string": "string"}
+
+
 def conform(rows: pd.DataFrame) -> pd.DataFrame:
     """The INPUT columns in their declared types: the same frame whether it was built by
-    featurize, read from Parquet or sent to the served model as JSON."""
-    missing = [c for c in INPUT if c not in rows.columns]
-    if missing:
-        raise ValueError(f"input rows lack column(s): {', '.join(missing)}")
-    kinds = {"long": "int64", "double": "float64", "string": "string"}
+    featurize, read from Parquet or sent to the served model as JSON. A value that is not
+    of its column's type is an error naming the column and the value."""
+    rows = complete(rows)
     # Only the columns that need it: a single served row pays per conversion.
-    changes = {c: kinds[kind] for c, (kind, _) in INPUT.items() if rows[c].dtype != kinds[kind]}
-    return rows.astype(changes) if changes else rows
+    changes = {c: KINDS[kind] for c, (kind, _) in INPUT.items() if rows[c].dtype != KINDS[kind]}
+    if not changes:
+        return rows
+    try:
+        return rows.astype(changes)
+    except (ValueError, TypeError):
+        raise ValueError(_first_bad_column(rows, changes)) from None
+
+
+def _first_bad_column(rows: pd.DataFrame, changes: dict[str, str]) -> str:
+    """Why `rows.astype(changes)` failed, as a person needs it: column, type, value."""
+    for column, dtype in changes.items():
+        try:
+            rows[column].astype(dtype)
+        except (ValueError, TypeError):
+            kind = INPUT[column][0]
+            for value in rows[column]:
+                try:
+                    pd.Series([value]).astype(dtype)
+                except (ValueError, TypeError):
+                    what = "null" if value is None or value != value else repr(value)
+                    need = "a whole number" if kind == "long" else f"a {kind}"
+                    empty = "" if INPUT[column][1] or what != "null" else ", and may not be empty"
+                    return f"column {column}: {what} is not {need}{empty}"
+    return "input rows: values not of their columns' types"
 
 
 def model_inputs(rows: pd.DataFrame) -> pd.DataFrame:
@@ -329,9 +338,7 @@ FEW_ROWS = 8
 def _few_rows_inputs(rows: pd.DataFrame) -> tuple[list[list[str | None]], np.ndarray]:
     """What `model_inputs(conform(rows))` gives, as category strings and a float64
     matrix, computed value by value with the same arithmetic."""
-    missing = [c for c in INPUT if c not in rows.columns]
-    if missing:
-        raise ValueError(f"input rows lack column(s): {', '.join(missing)}")
+    rows = complete(rows)
     table = rows.to_numpy(dtype=object)  # one call; selecting columns first costs 10x
     at = {c: i for i, c in enumerate(rows.columns)}
     categories: dict[str, list[str | None]] = {c: [] for c in CATEGORICAL}

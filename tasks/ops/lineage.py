@@ -10,7 +10,6 @@ model version (decision, aliases now and in the history)
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +68,7 @@ def resolve(client: Any, model_name: str, ref: str) -> Ref:
 
 
 def model_block(client: Any, ref: Ref) -> dict[str, Any] | None:
-    from tasks.release import registry
+    from tasks.release import card, registry
 
     if ref.model is None or ref.version is None:
         return None
@@ -84,7 +83,7 @@ def model_block(client: Any, ref: Ref) -> dict[str, Any] | None:
         "history": [
             {k: e.get(k) for k in ("seq", "at", "action", "from", "to", "reason")} for e in moves
         ],
-        "data_window": json.loads(got.tags.get("data.window", "null")),
+        "data_window": card.window(got.tags) or None,
     }
 
 

@@ -4,7 +4,6 @@ champion re-scored beside it on the rows neither model ever saw.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from tasks.core.io import read_json, require
 from tasks.core.paths import Paths
 from tasks.ml.features import LABEL
 from tasks.ml.metrics import metric_block
+from tasks.release import card
 from tasks.release.gate import Evidence
 
 
@@ -92,11 +92,11 @@ def gather(
 def unseen_by(champion_tags: dict[str, str], test: pd.DataFrame) -> pd.Series:
     """The test rows on days after the champion's valid window: it never trained, stopped
     early or chose its threshold on them."""
-    window = json.loads(champion_tags.get("data.window", "{}"))
-    last_seen = window.get("valid", [None, None])[1]
-    if last_seen is None:
-        raise StepError("the champion's version has no data.window tag: cannot tell which "
+    valid = card.window(champion_tags).get("valid")
+    if not valid:
+        raise StepError("the champion's version has no data.valid tag: cannot tell which "
                         "rows it never saw")  # fmt: skip
+    last_seen = valid[1]
     return test["date"] > last_seen
 
 
@@ -115,11 +115,10 @@ def rescore_champion(
             f"none of the candidate's test days is newer than champion version "
             f"{champion.version}'s valid window: nothing fair to compare on"
         )
-    if "threshold" not in champion.tags:
-        raise StepError(f"champion version {champion.version} has no threshold tag: cannot "
-                        "score it as it is served")  # fmt: skip
     name = params.release.model_name
     model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
+    # Its own threshold, as it is served (the threshold tag is rounded for people).
+    served_threshold = float(model.unwrap_python_model().threshold)
     champion_scores = model.predict(plain_rows(rows))["probability"].to_numpy()
     y, target, bins = (
         rows[LABEL].to_numpy(),
@@ -128,6 +127,6 @@ def rescore_champion(
     )
     # Each model at its own operating threshold, as each is (or would be) served.
     return (
-        metric_block(y, champion_scores, float(champion.tags["threshold"]), target, bins),
+        metric_block(y, champion_scores, served_threshold, target, bins),
         metric_block(y, rows["expected"].to_numpy(), candidate_threshold, target, bins),
     )

@@ -149,8 +149,12 @@ def champion_summary(paths: Paths, name: str) -> dict[str, Any] | None:
     current = champion(client, name)
     if current is None:
         return None
-    metrics = current.tags.get("metrics.candidate", "{}")
-    return {"version": number(current), "metrics": json.loads(metrics), "run_id": current.run_id}
+    # Its scores on its own test window, from the short tags ("test.pr_auc": "0.4123").
+    metrics = {k.removeprefix("test."): float(v) for k, v in current.tags.items()
+               if k.startswith("test.")}  # fmt: skip
+    if not metrics and "metrics.candidate" in current.tags:  # registered before the short tags
+        metrics = json.loads(current.tags["metrics.candidate"])
+    return {"version": number(current), "metrics": metrics, "run_id": current.run_id}
 
 
 def format_history(name: str, entries: list[dict[str, Any]]) -> str:

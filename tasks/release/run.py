@@ -166,7 +166,7 @@ def _judge(r: Release) -> Outcome:
     try:
         smoke = evidence.smoke_test(r.paths, r.params, f"models:/{r.name}/{version}", test)
     except StepError as exc:
-        _tag(r, version, {"reasons": registry.clip([str(exc)])}, REJECTED)
+        _record_smoke_failure(r, version, str(exc))
         return Outcome(REJECTED, [str(exc)], version, was, was)
     _step("gate")
     gaps = [r.unrecorded] if r.unrecorded else record.gaps(r.paths, r.client, r.run_id)
@@ -215,16 +215,38 @@ def _package_and_register(r: Release, test: pd.DataFrame) -> tuple[str, float]:
 def _record_decision(
     r: Release, version: str, found: Evidence, decision: Decision, smoke: dict[str, Any]
 ) -> None:
-    """The evidence and the decision as the version's tags, and its model card."""
+    """The evidence as artifacts of the training run, the decision and its summary as the
+    version's tags, and its model card."""
     run_tags = r.client.get_run(r.run_id).data.tags
+    window = r.train["window"]
+    doc = card.evidence_document(
+        version=version, run_id=r.run_id, run_tags=run_tags, window=window, evidence=found,
+        decision=decision, smoke=smoke, policy=r.params.release.model_dump(), reason=r.reason,
+    )  # fmt: skip
+    link = _log_evidence(r, version, doc)
     tags = card.version_tags(
-        run_id=r.run_id, run_tags=run_tags, flow_run_id=r.flow_run_id,
-        window=r.train["window"], evidence=found, decision=decision, smoke=smoke,
-        policy=r.params.release.model_dump(), reason=r.reason,
+        version=version, run_tags=run_tags, flow_run_id=r.flow_run_id, window=window,
+        evidence=found, decision=decision, smoke=smoke, reason=r.reason,
     )  # fmt: skip
     _tag(r, version, tags, decision.decision)
-    description = card.model_card(version, r.train, found, decision, r.metrics, r.params)
+    description = card.model_card(version, r.train, found, decision, r.metrics, r.params, link)
     r.client.update_model_version(r.name, version, description=description)
+
+
+def _record_smoke_failure(r: Release, version: str, reason: str) -> None:
+    link = _log_evidence(r, version, card.rejected_document(version, r.run_id, reason))
+    _tag(r, version, card.rejected_tags(version, reason), REJECTED)
+    description = card.rejected_card(version, reason, link)
+    r.client.update_model_version(r.name, version, description=description)
+
+
+def _log_evidence(r: Release, version: str, doc: dict[str, Any]) -> str:
+    """The evidence as JSON and markdown in the training run; the MLflow UI's link to it."""
+    r.client.log_dict(r.run_id, doc, card.evidence_path(version, "json"))
+    r.client.log_text(r.run_id, card.evidence_markdown(doc), card.evidence_path(version, "md"))
+    experiment = r.client.get_run(r.run_id).info.experiment_id
+    return (f"#/experiments/{experiment}/runs/{r.run_id}/artifacts/"
+            f"{card.evidence_path(version, 'md')}")  # fmt: skip
 
 
 def _tag(r: Release, version: str, tags: dict[str, str], decision: str) -> None:

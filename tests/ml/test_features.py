@@ -15,12 +15,14 @@ from tasks.ml.features import (
     NUMERIC,
     Encoders,
     build_rows,
+    conform,
     history_features,
     model_inputs,
     outcome_known_at,
     split_by_days,
 )
-from tests.factories import ROOT
+from tasks.ml.inference import plain_rows
+from tests.factories import ROOT, joined_rows
 
 RULES = row_rules(load_params(ROOT / "params.yaml").featurize)  # 15-minute label, 30-minute gap
 
@@ -147,8 +149,6 @@ def test_a_few_rows_are_encoded_bit_for_bit_as_in_a_batch() -> None:
     """The served path (a few rows, no pandas per column) against the batch path, on rows
     with missing values, unseen categories and the types JSON brings (objects, None)."""
     from tasks.ml.features import FEW_ROWS
-    from tasks.ml.inference import plain_rows
-    from tests.factories import joined_rows
 
     rows = joined_rows(["2013-03-01", "2013-03-02"], per_day=40, seed=3)
     enc = Encoders.fit(rows.iloc[:50], min_count=3)
@@ -165,5 +165,21 @@ def test_a_few_rows_are_encoded_bit_for_bit_as_in_a_batch() -> None:
             got_codes, got_numeric = enc.transform(few)
             assert np.array_equal(got_codes, codes[start : start + 3])
             assert got_numeric.tobytes() == numeric[start : start + 3].tobytes()
-    with pytest.raises(ValueError, match="lack column"):
-        enc.transform(rows.drop(columns="distance").iloc[:1])
+    for few in (1, FEW_ROWS + 1):  # both paths
+        with pytest.raises(ValueError, match="^missing required column.s.: year, distance$"):
+            enc.transform(rows.drop(columns=["distance", "year"]).iloc[:few])
+        # The optional columns may be left out: scored as missing, as when sent empty.
+        optional = [c for c, (_, optional) in INPUT.items() if optional]
+        left_out = enc.transform(rows.drop(columns=optional).iloc[:few])
+        sent_empty = enc.transform(rows.assign(**{c: None for c in optional}).iloc[:few])
+        assert all(np.array_equal(a, b) for a, b in zip(left_out, sent_empty, strict=True))
+
+
+def test_a_value_of_the_wrong_type_is_named_with_its_column() -> None:
+    rows = plain_rows(joined_rows(["2013-03-01"], per_day=3, seed=0))
+    with pytest.raises(ValueError, match="^column distance: 'far' is not a double$"):
+        conform(rows.assign(distance=["far", 1.0, 2.0]))
+    with pytest.raises(ValueError, match="^column hour: null is not a whole number, and may"):
+        conform(rows.assign(hour=[None, 5, 6]))
+    with pytest.raises(ValueError, match="^column hour: '5am' is not a whole number$"):
+        conform(rows.assign(hour=["5am", 5, 6]))

@@ -3,14 +3,17 @@ the gate's evidence, champion re-scoring, history, rollback, kills, locking, ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from tasks import evaluate, train
 from tasks.core.config import Params, load_params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
+from tasks.ml import columns
+from tasks.ml.columns import HISTORY
 from tasks.release import evidence, registry
 from tasks.release import run as release
 from tests.factories import ROOT, feature_project
@@ -77,6 +82,12 @@ def plumber(paths: Paths, *args: str, env: dict[str, str] | None = None, timeout
     )  # fmt: skip
 
 
+def evidence_of(client, version) -> dict:  # type: ignore[no-untyped-def]
+    """The evidence document the `evidence` tag names, from the training run's artifacts."""
+    path = client.download_artifacts(version.run_id, version.tags["evidence"])
+    return json.loads(Path(path).read_text())
+
+
 def test_first_release_registers_evidence_and_moves_champion(candidate) -> None:
     params, paths = candidate
     outcome = release.run(params, paths)
@@ -87,17 +98,28 @@ def test_first_release_registers_evidence_and_moves_champion(candidate) -> None:
     version = client.get_model_version(NAME, "1")
     tags = version.tags
     run_id = json.loads((paths.models / "train.json").read_text())["run_id"]
-    assert tags["decision"] == "released" and tags["mlflow.run_id"] == run_id == version.run_id
-    assert tags["git.commit"] and json.loads(tags["data.window"])["test"] == ["2013-03-10"] * 2
-    assert float(tags["smoke.max_abs_difference"]) <= 1e-6
+    assert tags["decision"] == "released" and version.run_id == run_id
+    assert tags["data.test"] == "2013-03-10/2013-03-10" and tags["forced"] == "false"
+    # Short scalars a person reads in the versions list: no JSON, four decimals at most.
+    assert not any(v.startswith(("{", "[")) for v in tags.values()), tags
+    assert tags["gate.failed"] == "none" and "gate.vs_champion" not in tags
     assert float(tags["smoke.latency_p99_ms"]) > 0 and float(tags["size_mb"]) > 0
-    assert json.loads(tags["metrics.candidate"])["recall_at_precision"] == pytest.approx(
-        json.loads((paths.reports / "metrics.json").read_text())["model"]["recall_at_precision"],
-        abs=1e-4,
-    )
-    assert tags["metrics.champion"] == "none" and json.loads(tags["gate.failed"]) == []
-    assert version.description.startswith("# Flight delay model, version 1")
-    assert "2013-03-01 to 2013-03-08" in version.description
+    assert re.fullmatch(r"\d+\.\d{2}", tags["smoke.latency_p50_ms"])
+    evaluated = json.loads((paths.reports / "metrics.json").read_text())["model"]
+    assert tags["test.recall_at_precision"] == f"{evaluated['recall_at_precision']:.4f}"
+    # The evidence behind the tags, in full, in the training run.
+    found = evidence_of(client, version)
+    assert found["candidate"]["recall_at_precision"] == evaluated["recall_at_precision"]
+    assert found["smoke"]["max_abs_difference"] <= 1e-6 and found["champion_on_shared_rows"] is None
+    assert found["decision"] == "released" and all(c["passed"] for c in found["checks"])
+    assert found["lineage"]["git.commit"] and found["policy"]["model_name"] == NAME
+    card = version.description
+    assert card.splitlines()[0] == "# Version 1: released"
+    assert f"runs/{run_id}/artifacts/evidence/version-1.md)" in card
+    assert "2013-03-01 to 2013-03-08" in card
+    # One line per paragraph: the MLflow UI shows every line break it is given.
+    assert all(line.startswith(("#", "|", "**")) or not line or line.endswith((".", ")"))
+               for line in card.splitlines()), card  # fmt: skip
     assert registry.champion(client, NAME).version in ("1", 1)
     [entry] = registry.history(client, NAME)
     assert (entry["action"], entry["from"], entry["to"], entry["forced"]) == (
@@ -123,7 +145,7 @@ def test_an_unrecorded_candidate_is_not_released(candidate) -> None:
     assert reason.startswith("not reproducible: 1 missing (the record could not be written: ")
     assert "dvc.lock" in reason
     tags = client_for(paths).get_model_version(NAME, outcome.version).tags
-    assert json.loads(tags["gate.failed"]) == ["reproducible"]
+    assert tags["gate.failed"] == "reproducible"
 
 
 def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) -> None:
@@ -137,7 +159,12 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) 
     tags = client.get_model_version(NAME, outcome.version).tags
     # The champion, loaded from the registry and re-scored on the candidate's test rows,
     # reproduces its own evaluation on those same rows.
-    rescored = json.loads(tags["metrics.champion"])
+    assert float(tags["gate.vs_champion"]) == pytest.approx(
+        outcome.compared["candidate (same rows)"]["recall_at_precision"]
+        - outcome.compared["champion (same rows)"]["recall_at_precision"], abs=2e-4)  # fmt: skip
+    rescored = evidence_of(client, client.get_model_version(NAME, outcome.version))[
+        "champion_on_shared_rows"
+    ]
     assert rescored["recall_at_precision"] == pytest.approx(
         champion_metrics["recall_at_precision"], abs=1e-4
     )
@@ -170,12 +197,15 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) 
 
 
 def test_champion_is_compared_only_on_days_it_never_saw() -> None:
-    tags = {"data.window": json.dumps({"train": ["2013-03-01", "2013-03-08"],
-                                       "valid": ["2013-03-09", "2013-03-09"],
-                                       "test": ["2013-03-10", "2013-03-10"]})}  # fmt: skip
+    tags = {"data.train": "2013-03-01/2013-03-08", "data.valid": "2013-03-09/2013-03-09",
+            "data.test": "2013-03-10/2013-03-10"}  # fmt: skip
     test = pd.DataFrame({"date": ["2013-03-08", "2013-03-09", "2013-03-10", "2013-03-11"]})
     assert evidence.unseen_by(tags, test).tolist() == [False, False, True, True]
-    with pytest.raises(StepError, match="no data.window"):
+    # A version registered before the short tags kept its windows as one JSON tag.
+    older = {"data.window": json.dumps({k: v.split("/") for k, v in
+                                        ((n.removeprefix("data."), w) for n, w in tags.items())})}  # fmt: skip
+    assert evidence.unseen_by(older, test).tolist() == [False, False, True, True]
+    with pytest.raises(StepError, match="no data.valid"):
         evidence.unseen_by({}, test)
 
 
@@ -189,7 +219,13 @@ def test_rejected_candidate_is_a_normal_outcome(candidate) -> None:
     assert any("p99 single-row latency" in r for r in outcome.reasons)
     client = client_for(paths)
     assert registry.champion(client, NAME) is None
-    assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
+    version = client.get_model_version(NAME, "1")
+    assert version.tags["decision"] == "rejected"
+    assert version.tags["gate.failed"] == "budget.latency_p99_ms"
+    assert version.description.splitlines()[0] == "# Version 1: rejected"
+    assert "p99 single-row latency" in version.description.splitlines()[2]
+    [check] = [c for c in evidence_of(client, version)["checks"] if not c["passed"]]
+    assert (check["name"], check["limit"]) == ("budget.latency_p99_ms", 0.001)
     assert registry.history(client, NAME) == []
 
 
@@ -203,7 +239,10 @@ def test_failed_smoke_test_rejects_and_moves_nothing(candidate) -> None:
     assert "differ from the evaluate stage's by up to 0.01" in outcome.reasons[0]
     client = client_for(paths)
     assert registry.champion(client, NAME) is None
-    assert client.get_model_version(NAME, "1").tags["decision"] == "rejected"
+    version = client.get_model_version(NAME, "1")
+    assert (version.tags["decision"], version.tags["gate.failed"]) == ("rejected", "smoke")
+    assert version.description.startswith("# Version 1: rejected\n\n**Why**: smoke test failed")
+    assert evidence_of(client, version)["reasons"] == outcome.reasons
 
 
 def test_a_smoke_test_past_its_limit_is_stopped_and_rejects(candidate) -> None:
@@ -345,19 +384,83 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
                   "--output", str(work / "bad_out.csv"))  # fmt: skip
     assert bad.returncode == 1 and "hour" in bad.stderr and not (work / "bad_out.csv").exists()
 
-    # mlflow models serve on loopback, raw rows in
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bin_dir = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
+    from tasks.ml.inference import plain_rows
+
+    rows = json.loads(plain_rows(test).to_json(orient="split", index=False))
+    history = [c for c in rows["columns"] if c in HISTORY]
+    without_history = {
+        "columns": [c for c in rows["columns"] if c not in HISTORY],
+        "data": [[v for c, v in zip(rows["columns"], row, strict=True) if c not in HISTORY]
+                 for row in rows["data"]],
+    }  # fmt: skip
+    with_nulls = {**rows, "data": [[None if c in history else v for c, v in
+                                    zip(rows["columns"], row, strict=True)] for row in rows["data"]]}  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)  # mlflow's server execs uvicorn from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{paths.var / 'mlflow/mlflow.db'}",
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
-    server = subprocess.Popen(
-        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m",
-         f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1",
-         "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=paths.root,
-    )  # fmt: skip
+
+    # mlflow models serve on loopback, raw rows in; the optional columns may be left out.
+    port = free_port()
+    mlflow_serve = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m",
+                    f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                    "-p", str(port)]  # fmt: skip
+    with serving_process(mlflow_serve, env, paths.root, port):
+        served = pd.DataFrame(post(port, {"dataframe_split": rows})[1]["predictions"])
+        assert np.abs(served["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
+        assert served["warn"].tolist() == scored["warn"].tolist()
+        left_out = post(port, {"dataframe_split": without_history})[1]["predictions"]
+        assert left_out == post(port, {"dataframe_split": with_nulls})[1]["predictions"]
+
+    # plumber serve-model: the same scores, the example request, and errors as one message.
+    port = free_port()
+    argv = [sys.executable, "-m", "flows.cli", "--root", str(paths.root), "serve-model",
+            "--port", str(port)]  # fmt: skip
+    with serving_process(argv, env, ROOT, port) as server:
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
+        assert (health["model"], health["version"]) == (NAME, "1")
+        assert {"name": "hour", "type": "long", "required": True} in health["columns"]
+        status, answer = post(port, {"dataframe_records": plain_rows(test).to_dict("records")})
+        assert status == 200
+        served = pd.DataFrame(answer["predictions"])
+        assert np.abs(served["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
+        assert post(port, {"dataframe_split": without_history}) == post(
+            port, {"dataframe_split": with_nulls}
+        )
+        status, answer = post(port, json.loads(columns.EXAMPLE_BODY))
+        assert status == 200 and 0 < answer["predictions"][0]["probability"] < 1
+        for body, message in [
+            ({"dataframe_split": {**without_history, "columns": [
+                "minute" if c == "hour" else c for c in without_history["columns"]]}},
+             "column(s) named twice: minute"),
+            ({"dataframe_records": [{"year": 2013, "month": 6}]},
+             "missing required column(s): day, hour, minute, carrier, flight, origin, dest, "
+             "distance"),
+            ({"dataframe_records": [{**dict(zip(columns.EXAMPLE_COLUMNS, columns.EXAMPLE_ROW,
+                                                strict=True)), "distance": "far"}]},
+             "column distance: 'far' is not a double"),
+            (b"{not json", "the body is not JSON: "),
+            ({"rows": []}, "the body must be a JSON object with one of dataframe_split, "),
+        ]:  # fmt: skip
+            status, answer = post(port, body)
+            assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
+            assert answer["message"].startswith(message), answer
+            assert set(answer) == {"error_code", "message"} and "Traceback" not in answer["message"]
+            assert str(ROOT) not in answer["message"] and "site-packages" not in answer["message"]
+        server.send_signal(signal.SIGINT)  # Ctrl-C: a normal stop
+        assert server.wait(timeout=30) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving_process(argv: list[str], env: dict[str, str], cwd: Path, port: int):  # type: ignore[no-untyped-def]
+    """A model server in its own process, once /ping answers; stopped after."""
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              cwd=cwd)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -368,21 +471,25 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() < deadline, "the server did not come up in 120 s"
                 time.sleep(0.5)
-        from tasks.ml.inference import plain_rows
-
-        body = {"dataframe_split": json.loads(
-            plain_rows(test).to_json(orient="split", index=False))}  # fmt: skip
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        served = pd.DataFrame(answer["predictions"])
-        assert np.abs(served["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
-        assert served["warn"].tolist() == scored["warn"].tolist()
+        yield server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=30)
+        server.stderr.close()
+
+
+def post(port: int, body: dict | bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """POST /invocations: the status and the JSON answer, errors included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
 
 
 def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(candidate) -> None:
