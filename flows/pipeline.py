@@ -270,7 +270,7 @@ def pipeline(
         shared = profile_path() is not None  # a stack: the data's state is in the record
         if shared:
             restore_data(paths.root)
-        rows_before = summary.rows_by_source(paths)
+        paths.collect_counts.unlink(missing_ok=True)  # counted afresh by this collection
         recover(paths.root, params.release.model_name, crashed["id"] if crashed else None)
         try:
             results, verdict, outcome = _run_stages(paths, params, str(flow_run.id), forced)
@@ -287,7 +287,6 @@ def pipeline(
         paths,
         {"id": str(flow_run.id), "name": str(flow_run.name)},
         results,
-        rows_before,
         verdict,
         outcome,
         changed,

@@ -115,9 +115,9 @@ def format_run(report: dict[str, Any], paths: Paths) -> str:
     # The stage outcomes as the run summary and Prefect's states name them.
     lines = [f"  {r['stage']:<12}{r['outcome']:<22}{r['seconds']:.1f}s" for r in report["stages"]]
     rows = report["rows"]
-    lines.append(
-        f"rows collected: {rows['collected_total']:,}; quarantined: {rows['quarantined']:,}"
-    )
+    from flows.summary import describe_rows
+
+    lines.append(f"rows: {describe_rows(rows)}; quarantined: {rows['quarantined']:,}")
     if report["retrain"]:
         from tasks.ops.retrain import describe as describe_verdict
 

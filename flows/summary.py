@@ -11,45 +11,55 @@ from tasks.core.paths import Paths
 ARTIFACT_KEY = "plumber-run-summary"
 
 
-def rows_by_source(paths: Paths) -> dict[str, int]:
-    manifest = read_json(paths.manifest, default={"sources": {}})
-    return {name: int(entry.get("rows", 0)) for name, entry in manifest["sources"].items()}
+# Where `make ui` serves the MLflow UI of the default store (the Makefile's ui target).
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def rows_read(paths: Paths) -> dict[str, Any]:
+    """Rows this run's collection read and added, per source (tasks/collect.py writes them;
+    the flow removes the file first, so a collection that did not run counts nothing).
+    Incremental reads overlap the last one, so rows read are often more than rows new."""
+    counts = read_json(paths.collect_counts, default={})
+    return {
+        "read": {name: int(c["read"]) for name, c in counts.items()},
+        "new": {name: int(c["new"]) for name, c in counts.items()},
+        "read_total": sum(int(c["read"]) for c in counts.values()),
+        "new_total": sum(int(c["new"]) for c in counts.values()),
+    }
 
 
 def mlflow_run(paths: Paths) -> dict[str, Any] | None:
-    """The candidate's training run; a link when a tracking server is configured."""
+    """The candidate's training run, with its link in the MLflow UI: the tracking server's,
+    or on the default store the one `make ui` serves (a link that works while it runs)."""
     train = read_json(paths.train_record, default=None)
     if not train:
         return None
-    from tasks.core.tracking import safe_uri, tracking_uri
+    from tasks.core.tracking import run_page, safe_uri, tracking_uri
 
     uri = tracking_uri(paths)
-    link = None
-    if uri.startswith(("http://", "https://")):
-        experiment, run = train["experiment_id"], train["run_id"]
-        link = f"{safe_uri(uri).rstrip('/')}/#/experiments/{experiment}/runs/{run}"
-    return {"run_id": train["run_id"], "experiment_id": train["experiment_id"], "url": link}
+    server = uri.startswith(("http://", "https://"))
+    base = safe_uri(uri).rstrip("/") if server else LOCAL_MLFLOW_UI
+    experiment, run = train["experiment_id"], train["run_id"]
+    return {"run_id": run, "experiment_id": experiment,
+            "url": run_page(experiment, run, ui=f"{base}/"),
+            "served_by": "the tracking server" if server else "`make ui`"}  # fmt: skip
 
 
 def build(
     paths: Paths,
     flow_run: dict[str, str],
     stages: list[dict[str, Any]],
-    rows_before: dict[str, int],
     retrain: dict[str, Any] | None,
     release: dict[str, Any] | None,
     overrides: list[str],
 ) -> dict[str, Any]:
-    after = rows_by_source(paths)
-    collected = {name: rows - rows_before.get(name, 0) for name, rows in after.items()}
     report = read_json(paths.validation_report, default={"total": {}})
     return {
         "flow_run": flow_run,
         "overrides": overrides,
         "stages": stages,
         "rows": {
-            "collected": collected,
-            "collected_total": sum(collected.values()),
+            **rows_read(paths),
             "quarantined": report.get("total", {}).get("quarantined", 0),
         },
         "retrain": retrain,
@@ -68,12 +78,8 @@ def markdown(summary: dict[str, Any]) -> str:
         outcome = stage["outcome"] + (f" ({stage['note']})" if stage.get("note") else "")
         lines.append(f"| {stage['stage']} | {outcome} | {stage['seconds']:.1f} |")
     rows = summary["rows"]
-    per_source = ", ".join(f"{name} {n:,}" for name, n in rows["collected"].items())
-    lines += [
-        "",
-        f"- **Rows collected:** {rows['collected_total']:,} ({per_source or 'no sources'}); "
-        f"**quarantined** in this data version: {rows['quarantined']:,}",
-    ]
+    lines += ["", f"- **Rows:** {describe_rows(rows)}; **quarantined** in this data version: "
+                  f"{rows['quarantined']:,}"]  # fmt: skip
     if summary["retrain"]:
         from tasks.ops.retrain import describe
 
@@ -81,10 +87,22 @@ def markdown(summary: dict[str, Any]) -> str:
     mlflow_run = summary["mlflow_run"]
     if mlflow_run:
         run_id = mlflow_run["run_id"]
-        shown = f"[{run_id}]({mlflow_run['url']})" if mlflow_run["url"] else f"`{run_id}`"
-        lines.append(f"- **MLflow run of the candidate:** {shown}")
+        lines.append(f"- **MLflow run of the candidate:** [{run_id}]({mlflow_run['url']}) "
+                     f"(served by {mlflow_run['served_by']})")  # fmt: skip
     lines += _release_lines(summary["release"])
     return "\n".join(lines) + "\n"
+
+
+def describe_rows(rows: dict[str, Any]) -> str:
+    """ "1,820 read, 918 new (flights 918 read, 918 new; weather ...)": the same counts as
+    each source's `rows read` log line of collect."""
+    active = [name for name in rows["read"] if rows["read"][name] or rows["new"][name]]
+    if not active:
+        return "nothing collected"
+    # Sources that gave nothing are left out (a files source whose files did not change).
+    per_source = "; ".join(f"{name} {rows['read'][name]:,} read, {rows['new'][name]:,} new"
+                           for name in active)  # fmt: skip
+    return f"{rows['read_total']:,} read, {rows['new_total']:,} new ({per_source})"
 
 
 def _release_lines(release: dict[str, Any] | None) -> list[str]:

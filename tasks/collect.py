@@ -148,8 +148,9 @@ def _pull_files(
 
 def collect_source(
     name: str, source: Source, manifest: dict[str, Any], paths: Paths, params: CollectParams
-) -> dict[str, Any]:
-    """Collect one source; return its new manifest entry. Nothing is recorded on failure."""
+) -> tuple[dict[str, Any], int]:
+    """Collect one source; return its new manifest entry and the rows read from it (new or
+    re-read: incremental reads overlap). Nothing is recorded on failure."""
     state = manifest.get("sources", {}).get(name, {})
     spool = paths.staging / name
     shutil.rmtree(spool, ignore_errors=True)  # leftovers of a crashed run
@@ -199,7 +200,7 @@ def collect_source(
         "%s: %d rows read, %d partitions touched, %d changed, watermark %s",
         name, spooled.total(), len(touched), changed, entry["watermark"],
     )  # fmt: skip
-    return entry
+    return entry, spooled.total()
 
 
 def _spool(
@@ -293,12 +294,20 @@ def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> d
     unknown = sorted(set(only or []) - set(sources))
     if unknown:
         raise SourceError(f"no enabled source named {', '.join(unknown)} in collect.sources")
+    # Added to what an earlier attempt of this run counted (the flow retries a failed
+    # collection, and removes the file before its first attempt).
+    counts: dict[str, dict[str, int]] = read_json(paths.collect_counts, default={})
     for name, source in sources.items():
         if only and name not in only:
             continue
-        manifest["sources"][name] = collect_source(name, source, manifest, paths, params)
+        held = int(manifest["sources"].get(name, {}).get("rows", 0))
+        manifest["sources"][name], read = collect_source(name, source, manifest, paths, params)
         # Recorded per source: a later source failing keeps this one's progress.
         write_json(paths.manifest, manifest)
+        earlier = counts.get(name, {"read": 0, "new": 0})
+        added = int(manifest["sources"][name]["rows"]) - held
+        counts[name] = {"read": earlier["read"] + read, "new": earlier["new"] + added}
+        write_json(paths.collect_counts, counts)
     shutil.rmtree(paths.staging, ignore_errors=True)
     return manifest
 

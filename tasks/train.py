@@ -70,7 +70,7 @@ def epoch_logger(client: Any, run_id: str) -> Callable[[int, dict[str, float]], 
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         stamp = int(time.time() * 1000)
-        batch = [Metric(tracking.metric_name(k), v, stamp, epoch) for k, v in metrics.items()]
+        batch = [Metric(tracking.epoch_metric(k), v, stamp, epoch) for k, v in metrics.items()]
         client.log_batch(run_id, metrics=batch)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 

@@ -284,6 +284,22 @@ def wait_until(check: Any, timeout: float = 60) -> Any:
     return None
 
 
+def wait_for_http(url: str, server: Any, what: str, timeout: float = 120) -> None:
+    """Until `url` answers; fails with the server's last words if it exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"{what} did not answer in {timeout:g} s"
+            time.sleep(0.5)
+
+
 def stop_local_server(root: Path) -> None:
     """Stop the local Prefect server a test's `plumber run` started in its copy."""
     from flows import local_server

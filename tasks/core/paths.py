@@ -32,6 +32,12 @@ class Paths:
         return self.var / "collect"
 
     @property
+    def collect_counts(self) -> Path:
+        """Rows the latest collection read and added, per source: what the run summary
+        shows (outside the data version: a re-read changes no data)."""
+        return self.collect_state / "counts.json"
+
+    @property
     def raw(self) -> Path:
         return self.root / "data" / "raw"
 

@@ -216,6 +216,22 @@ def lineage_tags(paths: Paths, inputs_of: str) -> dict[str, str]:
 WINDOWS = ("train", "valid")  # a metric key's prefix naming its window; none means test
 
 
+def run_page(experiment: str, run: str, path: str = "", ui: str = "") -> str:
+    """A run's page in the MLflow UI at `ui` ("" for a link inside the UI itself), or
+    `path` under it ("artifacts/evidence/version-3.md"). It says it is a model-training
+    page: without workflowType the UI opens a run in its GenAI layout, whatever the
+    experiment's kind ("Evaluations", traces and judges in the sidebar)."""
+    tail = f"/{path}" if path else ""
+    return f"{ui}#/experiments/{experiment}/runs/{run}{tail}?workflowType=machine_learning"
+
+
+def epoch_metric(key: str) -> str:
+    """A per-epoch curve's name: "train_loss" -> "epoch/train_loss". The MLflow UI sorts
+    its chart sections by name, and "epoch" comes before "test", "train" and "valid": the
+    curves are the first charts of a run, the single values after them."""
+    return f"epoch/{key}"
+
+
 def metric_name(key: str, model: str | None = None) -> str:
     """A metric's name in MLflow, which groups charts by what comes before a "/":
     "train_loss" -> "train/loss", "valid_pr_auc" -> "valid/pr_auc"; an evaluation's

@@ -245,8 +245,7 @@ def _log_evidence(r: Release, version: str, doc: dict[str, Any]) -> str:
     r.client.log_dict(r.run_id, doc, card.evidence_path(version, "json"))
     r.client.log_text(r.run_id, card.evidence_markdown(doc), card.evidence_path(version, "md"))
     experiment = r.client.get_run(r.run_id).info.experiment_id
-    return (f"#/experiments/{experiment}/runs/{r.run_id}/artifacts/"
-            f"{card.evidence_path(version, 'md')}")  # fmt: skip
+    return tracking.run_page(experiment, r.run_id, f"artifacts/{card.evidence_path(version, 'md')}")
 
 
 def _tag(r: Release, version: str, tags: dict[str, str], decision: str) -> None:

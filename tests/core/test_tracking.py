@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.tracking import experiment_tags, metric_name
+from tasks.core.tracking import epoch_metric, experiment_tags, metric_name
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,15 @@ def test_metric_names_say_their_window_then_their_model(
     key: str, model: str | None, name: str
 ) -> None:
     assert metric_name(key, model) == name
+
+
+def test_the_per_epoch_curves_sort_before_every_single_value() -> None:
+    """The MLflow UI orders chart sections by name: the curves must come first."""
+    curves = [epoch_metric(k) for k in ("train_loss", "valid_pr_auc", "valid_log_loss")]
+    values = [metric_name("recall_at_precision", "hist_gradient_boosting"),
+              metric_name("valid_recall_at_precision", "model"), "train/best_epoch"]  # fmt: skip
+    assert sorted(curves + values)[:3] == sorted(curves)
+    assert curves[0] == "epoch/train_loss"
 
 
 def test_every_experiment_of_ours_is_a_model_training_one_with_a_description() -> None:

@@ -108,7 +108,8 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     assert report["release"]["decision"] == "released"
     assert state.name == "Released" and state.message.startswith("candidate version 1 released")
     assert {"decision:released", "candidate:1"} <= set(flow_run_tags(state))
-    assert report["rows"]["collected"]["flights"] == 842 + 943 + 914
+    # The first collection reads every row and all of them are new.
+    assert report["rows"]["new"]["flights"] == report["rows"]["read"]["flights"] == 842 + 943 + 914
     assert set(tasks.values()) == {"Completed"} and "release" in tasks
 
     from prefect import get_client

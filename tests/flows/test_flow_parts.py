@@ -19,6 +19,7 @@ from flows.process import last_error, run_captured
 from flows.stages import _relay
 from tasks.core.config import FlowParams, ServeParams, load_params
 from tasks.core.errors import ConfigError
+from tasks.core.io import write_json
 from tasks.core.paths import Paths
 from tests.factories import ROOT, wait_until
 
@@ -120,11 +121,22 @@ def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:
                      "champion (same rows)": {"recall_at_precision": 0.753}},
     }  # fmt: skip
     report = summary.build(
-        paths, {"id": "abc", "name": "quiet-fox"}, stages, {"flights": 10},
+        paths, {"id": "abc", "name": "quiet-fox"}, stages,
         {"retrain": True, "reason": "966 new rows"}, release, ["train.lr=0.002"],
     )  # fmt: skip
-    assert report["rows"] == {"collected": {}, "collected_total": 0, "quarantined": 0}
+    assert report["rows"] == {"read": {}, "new": {}, "read_total": 0, "new_total": 0,
+                              "quarantined": 0}  # fmt: skip
+    assert "- **Rows:** nothing collected;" in summary.markdown(report)
+    # What collect counted: rows read (incremental reads overlap) and rows new, per source.
+    write_json(paths.collect_counts, {"flights": {"read": 918, "new": 0},
+                                      "planes": {"read": 0, "new": 0},
+                                      "weather": {"read": 72, "new": 24}})  # fmt: skip
+    report = summary.build(
+        paths, {"id": "abc", "name": "quiet-fox"}, stages,
+        {"retrain": True, "reason": "966 new rows"}, release, ["train.lr=0.002"],
+    )  # fmt: skip
     text = summary.markdown(report)
+    assert "- **Rows:** 990 read, 24 new (flights 918 read, 0 new; weather 72 read, 24 new)" in text
     assert "| collect | ran | 1.2 |" in text or "| collect | ran | 1.3 |" in text
     assert "| train | skipped (no retrain needed) | 0.0 |" in text
     assert "Parameters overridden: train.lr=0.002" in text
@@ -134,15 +146,20 @@ def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:
     assert "| recall_at_precision | 0.7490 | 0.7530 |" in text
 
 
-def test_the_mlflow_run_is_a_link_only_with_a_tracking_server(tmp_path, monkeypatch) -> None:
+def test_the_mlflow_run_is_a_link_to_the_ui_that_serves_its_store(tmp_path, monkeypatch) -> None:
     paths = Paths.at(tmp_path)
     paths.models.mkdir()
     (paths.models / "train.json").write_text('{"run_id": "r1", "experiment_id": "3"}')
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert summary.mlflow_run(paths) == {"run_id": "r1", "experiment_id": "3", "url": None}
+    assert summary.mlflow_run(paths) == {  # the default store: `make ui`'s address
+        "run_id": "r1", "experiment_id": "3", "served_by": "`make ui`",
+        "url": "http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning",
+    }  # fmt: skip
+    makefile = (ROOT / "Makefile").read_text()
+    assert "mlflow ui --host 127.0.0.1 --port 5000 " in makefile  # the same address
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:pw@mlflow.internal:5000/")
     assert summary.mlflow_run(paths)["url"] == (
-        "http://bob:***@mlflow.internal:5000/#/experiments/3/runs/r1"
+        "http://bob:***@mlflow.internal:5000/#/experiments/3/runs/r1?workflowType=machine_learning"
     )
 
 

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,7 +28,7 @@ from tasks.ml import columns
 from tasks.ml.columns import HISTORY
 from tasks.release import evidence, registry
 from tasks.release import run as release
-from tests.factories import ROOT, feature_project
+from tests.factories import ROOT, feature_project, wait_for_http
 
 # Every test trains and evaluates a candidate and talks to a real MLflow store:
 # make test-fast leaves them out.
@@ -113,9 +112,10 @@ def test_first_release_registers_evidence_and_moves_champion(candidate) -> None:
     assert found["smoke"]["max_abs_difference"] <= 1e-6 and found["champion_on_shared_rows"] is None
     assert found["decision"] == "released" and all(c["passed"] for c in found["checks"])
     assert found["lineage"]["git.commit"] and found["policy"]["model_name"] == NAME
-    card = version.description
+    card, run = version.description, client.get_run(run_id)
     assert card.splitlines()[0] == "# Version 1: released"
-    assert f"runs/{run_id}/artifacts/evidence/version-1.md)" in card
+    link = f"#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/evidence/version-1.md"
+    assert f"({link}?workflowType=machine_learning)" in card
     assert "2013-03-01 to 2013-03-08" in card
     # One line per paragraph: the MLflow UI shows every line break it is given.
     assert all(line.startswith(("#", "|", "**")) or not line or line.endswith((".", ")"))
@@ -462,15 +462,7 @@ def serving_process(argv: list[str], env: dict[str, str], cwd: Path, port: int):
     server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               cwd=cwd)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "the server did not come up in 120 s"
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, "the model server")
         yield server
     finally:
         if server.poll() is None:
