@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/reproduce.py
+	$(BIN)/python bench/scale.py
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c \
