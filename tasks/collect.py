@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
 
+from tasks.core.batching import in_batches
 from tasks.core.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
 from tasks.core.errors import SourceError
 from tasks.core.io import (
@@ -44,7 +45,6 @@ from tasks.data import integrity
 from tasks.data.partitions import (
     DAY,
     SOURCE_FILE,
-    day_groups,
     day_span,
     drop_empty_meta,
     later_watermark,
@@ -173,7 +173,7 @@ def collect_source(
     days = {*spooled, *itertools.chain(*replaced.values())}
     touched = Counter({day: spooled[day] for day in days})
     merge = Merge(spool, paths.raw / name, source, replaced, extra_state.get("files_seen"))
-    for group in day_groups(touched, params.chunk_rows):
+    for group in in_batches(touched, params.chunk_rows):
         for file_name, entry in merge.days(group).items():
             if entry is None:
                 partitions.pop(file_name, None)  # its only file's new version left that day

@@ -28,6 +28,7 @@ from tasks.core.config import EvaluateParams, Params, load_params
 from tasks.core.io import read_json, replace_dir, require, write_json, write_parquet
 from tasks.core.paths import Paths
 from tasks.ml.baselines import BASELINES
+from tasks.ml.feature_store import read_window
 from tasks.ml.features import LABEL, Encoders
 from tasks.ml.inference import probabilities
 from tasks.ml.metrics import (
@@ -84,7 +85,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     trained = read_json(require(paths.train_record, "train"))
     encoders = Encoders.from_json(read_json(require(paths.encoders, "featurize")))
     require(paths.checkpoint, "train")
-    frames = {n: pd.read_parquet(paths.split(n)) for n in ("train", "valid", "test")}
+    frames = {n: read_window(paths.features, n) for n in ("train", "valid", "test")}
     labels = {n: f[LABEL].to_numpy() for n, f in frames.items()}
 
     torch.set_num_threads(params.train.threads)

@@ -24,6 +24,7 @@ from tasks.core.config import Params, TrainParams, load_params
 from tasks.core.io import read_json, remove_stale_temps, require, write_json
 from tasks.core.paths import Paths
 from tasks.core.progress import Progress
+from tasks.ml.feature_store import days_folder, read_window
 from tasks.ml.features import LABEL, Encoders
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def load_split(paths: Paths, name: str) -> pd.DataFrame:
-    return pd.read_parquet(paths.split(name))
+    return read_window(paths.features, name)
 
 
 def tensors(frame: pd.DataFrame, encoders: Encoders) -> Tensors:
@@ -143,7 +144,7 @@ def log_run_inputs(
             # MLflow warns that two source classes match a local path, and hints about
             # integer columns in the schema it infers; neither applies to a logged input.
             warnings.simplefilter("ignore", UserWarning)
-            source = str(paths.split(name))
+            source = str(days_folder(paths.features))
             dataset = from_pandas(frame, source=source, targets=LABEL, name=name)
             context = {"train": "training", "valid": "validation"}.get(name, "testing")
             mlflow.log_input(dataset, context=context)

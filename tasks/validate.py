@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import logging
 import shutil
 from collections import Counter
@@ -25,13 +24,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.core import clock
+from tasks.core import clock, compute
+from tasks.core.batching import in_batches
+from tasks.core.compute import Mapper
 from tasks.core.config import Params, Source, ValidateParams, load_params
 from tasks.core.errors import StepError
-from tasks.core.io import read_json, replace_dir, write_json, write_parquet
+from tasks.core.io import (
+    code_digest,
+    fingerprint,
+    link_or_copy,
+    read_json,
+    replace_dir,
+    write_bytes,
+    write_json,
+)  # fmt: skip
 from tasks.core.paths import Paths
-from tasks.data.checks import Checked, check_columns, check_files, check_frame
-from tasks.data.schemas import SCHEMAS, References, Schema, to_pandera
+from tasks.data import batch as batch_module
+from tasks.data import checks as checks_module
+from tasks.data import keys as keys_module
+from tasks.data import ledger
+from tasks.data import schemas as schemas_module
+from tasks.data.batch import CheckJob, PartitionOutputs, check_batch
+from tasks.data.checks import (
+    check_files,
+)  # fmt: skip
+from tasks.data.keys import shared_keys
+from tasks.data.ledger import Ledger, as_hex
+from tasks.data.schemas import SCHEMAS, References, Schema
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +88,14 @@ def validate_source(
     cfg: ValidateParams,
     now: dt.datetime,
     collected: dict[str, Any],
-) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """Validate every raw partition of one source into the staging folders.
+    run: Mapper[CheckJob, list[PartitionOutputs]],
+) -> dict[str, Any]:
+    """Validate one source's raw partitions into the staging folders; returns its report
+    entry.
 
-    `collected`: the source's manifest entry; its partitions are validated, each checked
-    first against the SHA-256 collect recorded. Returns the source's report entry, and
-    its valid rows when it is a snapshot (reference data later sources are checked against).
+    `collected`: the source's manifest entry, whose SHA-256 of each partition is checked
+    before it is read. Only partitions that are new or changed since the last run (or
+    whose keys now meet another partition's) are checked; the rest are reused (ledger).
     """
     schema = _schema_of(source, refs)
     check_files(name, schema, collected.get("files_seen", {}))
@@ -83,40 +104,104 @@ def validate_source(
         raise StepError(
             f"{name}: its checks need the source(s) {', '.join(missing)}, not collected"
         )
-    checks = to_pandera(schema, source.key)
-    skew = dt.timedelta(hours=cfg.max_clock_skew_hours)
-    recorded = collected.get("partitions", {})
-    partitions = [paths.raw / name / part for part in sorted(recorded)]
-    (staged.validated / name).mkdir(parents=True, exist_ok=True)
-    rows_in = rows_out = 0
-    reasons: Counter[str] = Counter()
-    valid = pd.DataFrame()
-    for batch in _batches(partitions, {p: e["rows"] for p, e in recorded.items()}, cfg.batch_rows):
-        frames = [read_verified(p, recorded[p.name]["sha256"]) for p in batch]
-        for part, frame in zip(batch, frames, strict=True):
-            check_columns(name, schema, frame, where=part.name)
-        raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        checked = check_frame(raw, schema, source.key, now, skew, checks)
-        write_by_partition(checked, batch, [len(f) for f in frames], staged, name)
-        rows_in += len(raw)
-        rows_out += len(checked.valid)
-        reasons += checked.reasons
-        valid = checked.valid
-    entry = report_entry(name, rows_in, rows_out, len(partitions), reasons, cfg.max_reject_rate)
-    return entry, (valid if source.partition_by is None else None)
+    recorded: dict[str, dict[str, Any]] = collected.get("partitions", {})
+    checks = checks_fingerprint(source, schema, refs, cfg)
+    checker = PartitionChecker(name, source, refs, paths, staged, cfg, now, recorded, checks, run)
+    previous = Ledger.read(paths.validated / name, checks)
+    reused = [p for p in sorted(recorded)
+              if previous.reusable(p, recorded[p]["sha256"], paths.validated / name)]  # fmt: skip
+    for part in reused:
+        checker.reuse(part, previous.partitions[part])
+    checker.check([p for p in sorted(recorded) if p not in set(reused)], shared={})
+    # Keys that now meet across partitions: every partition whose shared keys differ
+    # from those it was checked with is checked again (usually none).
+    shared = shared_keys(checker.indexes)
+    again = [p for p in sorted(shared) if as_hex(shared[p]) != checker.ledger.partitions[p].shared]
+    checker.check(again, shared)
+    checker.ledger.write(checker.out)
+    if reused:
+        log.info("%s: %d of %d partitions checked, %d reused", name,
+                 len(recorded) - len(reused), len(recorded), len(reused))  # fmt: skip
+    rows_in, rows_out, reasons = checker.ledger.totals()
+    return report_entry(name, rows_in, rows_out, len(recorded), reasons, cfg.max_reject_rate)
 
 
-def write_by_partition(
-    checked: Checked, batch: list[Path], sizes: list[int], staged: Paths, name: str
-) -> None:
-    """A checked batch split back into its partitions, in the order of the input rows."""
-    part_of = np.repeat(np.arange(len(batch)), sizes)
-    for i, part in enumerate(batch):
-        valid = checked.valid[part_of[~checked.rejected] == i]
-        write_parquet(staged.validated / name / part.name, valid)
-        bad = checked.quarantined[part_of[checked.rejected] == i]
-        if len(bad):
-            write_parquet(staged.quarantine / name / part.name, bad.reset_index(drop=True))
+# The modules whose checks decide what is valid: an edit to any re-checks everything.
+CHECK_CODE = tuple(Path(m.__file__ or "") for m in (checks_module, schemas_module, keys_module,
+                                                   batch_module))  # fmt: skip
+
+
+def checks_fingerprint(
+    source: Source, schema: Schema, refs: References, cfg: ValidateParams
+) -> str:
+    """What decides a partition's result besides its bytes and the keys it shares: the
+    checks' code, the source's schema and key, validate's params and the reference codes
+    this schema checks against (a changed reference file re-checks what uses it)."""
+    codes = {need: sorted(_codes_of(refs, need)) for need in schema.needs}
+    params = cfg.model_dump(exclude={"batch_rows", "max_reject_rate"})
+    return fingerprint(code=code_digest(*CHECK_CODE), schema=source.schema_name,
+                       key=source.key, params=params, references=codes)  # fmt: skip
+
+
+def _codes_of(refs: References, source: str) -> frozenset[str]:
+    return {"airports": refs.airports, "airlines": refs.carriers}[source]
+
+
+class PartitionChecker:
+    """Checks partitions of one source in batches (wherever `compute` sends them) into
+    the staging folders, keeping the ledger and the key index of every partition it
+    checked or reused."""
+
+    def __init__(
+        self, name: str, source: Source, refs: References, paths: Paths, staged: Paths,
+        cfg: ValidateParams, now: dt.datetime, recorded: dict[str, dict[str, Any]],
+        checks: str, run: Mapper[CheckJob, list[PartitionOutputs]],
+    ) -> None:  # fmt: skip
+        self.name, self.source, self.refs, self.paths, self.cfg = name, source, refs, paths, cfg
+        self.now, self.recorded, self.run = now, recorded, run
+        self.out = staged.validated / name
+        self.quarantine = staged.quarantine / name
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(checks)
+        self.indexes: dict[str, np.ndarray] = {}
+
+    def reuse(self, part: str, entry: ledger.Checked) -> None:
+        """The previous run's outputs of `part`, linked into the staging folders."""
+        before = self.paths.validated / self.name
+        link_or_copy(before / part, self.out / part)
+        link_or_copy(ledger.key_file(before, part), ledger.key_file(self.out, part))
+        bad = self.paths.quarantine / self.name / part
+        if bad.exists():
+            link_or_copy(bad, self.quarantine / part)
+        self.ledger.partitions[part] = entry
+        self.indexes[part] = ledger.read_keys(self.out, part)
+
+    def check(self, parts: list[str], shared: dict[str, np.ndarray]) -> None:
+        batches = in_batches({p: self.recorded[p]["rows"] for p in parts}, self.cfg.batch_rows)
+        for outputs in self.run(check_batch, (self._job(b, shared) for b in batches)):
+            for result in outputs:
+                self._write(result)
+
+    def _job(self, batch: list[str], shared: dict[str, np.ndarray]) -> CheckJob:
+        """A batch's job: its raw bytes, each checked first against the manifest's SHA-256."""
+        parts = []
+        for part in batch:
+            sha256 = self.recorded[part]["sha256"]
+            parts.append((part, sha256, verified_bytes(self.paths.raw / self.name / part, sha256)))
+        return CheckJob(self.name, self.source, self.refs, self.now,
+                        self.cfg.max_clock_skew_hours, parts,
+                        {p: shared[p] for p in batch if p in shared})  # fmt: skip
+
+    def _write(self, result: PartitionOutputs) -> None:
+        write_bytes(self.out / result.part, result.valid)
+        bad = self.quarantine / result.part
+        if result.quarantined is not None:
+            write_bytes(bad, result.quarantined)
+        else:
+            bad.unlink(missing_ok=True)  # a reused partition's rows that now pass
+        write_bytes(ledger.key_file(self.out, result.part), result.keys)
+        self.indexes[result.part] = ledger.read_keys(self.out, result.part)
+        self.ledger.partitions[result.part] = result.entry
 
 
 def report_entry(
@@ -143,9 +228,18 @@ def report_entry(
     }
 
 
-def read_verified(path: Path, sha256: str) -> pd.DataFrame:
-    """A raw partition, after checking that it is what collect recorded; a clear error
-    naming it, and how to repair it, when it is missing or altered."""
+def read_snapshot(folder: Path) -> pd.DataFrame:
+    parts = sorted(folder.glob("*.parquet"))
+    return (
+        pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        if parts
+        else pd.DataFrame()
+    )
+
+
+def verified_bytes(path: Path, sha256: str) -> bytes:
+    """A raw partition's bytes, after checking that they are what collect recorded; a
+    clear error naming it, and how to repair it, when it is missing or altered."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -158,24 +252,7 @@ def read_verified(path: Path, sha256: str) -> pd.DataFrame:
             f"{path} was altered since collect wrote it (its SHA-256 differs from the "
             "manifest's): run collect, which restores it from the DVC cache or the source"
         )
-    return pd.read_parquet(io.BytesIO(data))
-
-
-def _batches(partitions: list[Path], rows_of: dict[str, int], max_rows: int) -> list[list[Path]]:
-    """Whole partitions grouped so a batch holds about max_rows rows (at least one partition)."""
-    batches: list[list[Path]] = []
-    current: list[Path] = []
-    size = 0
-    for part in partitions:
-        rows = rows_of[part.name]
-        if current and size + rows > max_rows:
-            batches.append(current)
-            current, size = [], 0
-        current.append(part)
-        size += rows
-    if current:
-        batches.append(current)
-    return batches
+    return data
 
 
 def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -192,16 +269,17 @@ def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[st
     references: dict[str, pd.DataFrame] = {}
     collected = read_json(paths.manifest, default={}).get("sources", {})
     try:
-        for name in reference_first(sources):
-            if name not in collected:
-                raise StepError(f"{name}: not collected yet (no entry in {paths.manifest}): "
-                                "run the collect stage first")  # fmt: skip
-            refs = reference_codes(references, cfg.extra_airport_codes)
-            report[name], snapshot = validate_source(
-                name, sources[name], refs, paths, staged, cfg, now, collected[name]
-            )
-            if snapshot is not None:
-                references[name] = snapshot
+        with compute.mapper(params.compute) as run_jobs:
+            for name in reference_first(sources):
+                if name not in collected:
+                    raise StepError(f"{name}: not collected yet (no entry in {paths.manifest}):"
+                                    " run the collect stage first")  # fmt: skip
+                refs = reference_codes(references, cfg.extra_airport_codes)
+                report[name] = validate_source(
+                    name, sources[name], refs, paths, staged, cfg, now, collected[name], run_jobs
+                )
+                if sources[name].partition_by is None:  # a snapshot: others check against it
+                    references[name] = read_snapshot(staged.validated / name)
         replace_dir(staged.validated, paths.validated)
         replace_dir(staged.quarantine, paths.quarantine)
     finally:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from tasks.core.config import load_params
-from tasks.core.io import write_json, write_parquet
+from tasks.core.io import read_json, write_json
 from tasks.demo.upstream import flights_table, visible_at
 from tasks.ml.features import INPUT, LABEL, Encoders, conform
 from tasks.ml.model import ModelConfig
@@ -201,12 +201,23 @@ def feature_project(root: Path, rows_per_day: int = 300, **sections: dict[str, A
     for section, values in sections.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    frames = {name: joined_rows(days, rows_per_day, seed=i)
-              for i, (name, days) in enumerate(FEATURE_DAYS.items())}  # fmt: skip
-    for name, frame in frames.items():
-        write_parquet(root / "data/features" / f"{name}.parquet", frame)
-    write_json(root / "data/features/encoders.json", Encoders.fit(frames["train"]).to_json())
+    write_features(root / "data/features", FEATURE_DAYS, rows_per_day)
     return root
+
+
+def write_features(features: Path, windows: dict[str, list[str]], rows_per_day: int) -> None:
+    """Featurize's outputs of random joined rows: per-day files, windows and encoders."""
+    from tasks.featurize import day_outputs, write_day
+    from tasks.ml.feature_store import DayStats, day_stats_file, windows_file
+
+    for i, days in enumerate(windows.values()):
+        frame = joined_rows(days, rows_per_day, seed=i)
+        for day, rows in frame.groupby("date", sort=True):
+            write_day(features, str(day), *day_outputs(rows.reset_index(drop=True), "random rows"))
+    write_json(windows_file(features), windows)
+    stats = [DayStats.from_json(read_json(day_stats_file(features, d))["stats"])
+             for d in windows["train"]]  # fmt: skip
+    write_json(features / "encoders.json", Encoders.from_stats(stats).to_json())
 
 
 def copy_repo(dest: Path) -> Path:

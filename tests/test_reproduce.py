@@ -176,7 +176,7 @@ def test_a_reproduction_killed_midway_leaves_nothing_the_next_one_keeps(repo: Pa
 
     def training() -> Path | None:
         new = set(Path(tempfile.gettempdir()).glob("plumber-reproduce-*")) - before
-        return next((w for w in new if (w / "data/features/train.parquet").exists()), None)
+        return next((w for w in new if (w / "data/features/windows.json").exists()), None)
 
     work = wait_until(training, timeout=300)
     assert work is not None, "the reproduction never reached training"

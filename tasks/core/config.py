@@ -180,6 +180,7 @@ class FeaturizeParams(_Strict):
     valid_days: int = Field(default=14, ge=1)
     train_max_days: int | None = Field(default=None, ge=1)
     min_category_count: int = Field(default=20, ge=1, description="Rarer values are 'unknown'.")
+    batch_rows: int = Field(default=200_000, gt=0, description="Flights built at once (memory).")
 
 
 class TrainParams(_Strict):
@@ -347,6 +348,19 @@ class ScheduleParams(_Strict):
     retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
 
 
+class ComputeParams(_Strict):
+    workers: int = Field(
+        default=1, ge=1, description="1: in the step's process; more: a local Dask cluster"
+    )
+    address_env: str = Field(
+        default="PLUMBER_DASK_ADDRESS", description="The variable naming a Dask scheduler."
+    )
+    connect_timeout_seconds: float = Field(default=30, gt=0)
+    in_flight: int = Field(
+        default=2, ge=1, description="Batches queued per worker (bounds the step's memory)."
+    )
+
+
 class Params(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -360,6 +374,7 @@ class Params(_Strict):
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     lineage: LineageParams = Field(default_factory=LineageParams)
+    compute: ComputeParams = Field(default_factory=ComputeParams)
 
     @model_validator(mode="after")
     def _retrain_source_is_collected(self) -> Params:

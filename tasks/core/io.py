@@ -46,8 +46,11 @@ def remove_stale_temps(folder: Path) -> int:
 
 
 def write_json(target: Path, data: Any) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_bytes(target, json_bytes(data))
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def require(path: Path, made_by: str) -> Path:
@@ -66,14 +69,25 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def write_parquet(target: Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` so that equal frames give equal bytes (no index, fixed options)."""
+    write_bytes(target, parquet_bytes(frame))
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet: equal frames give equal bytes, wherever they are made."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     # The pandas metadata kept in the schema depends only on the locked versions and
     # the dtypes, so equal frames still give equal bytes.
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return bytes(sink.getvalue())
+
+
+def write_bytes(target: Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        tmp.write_bytes(data)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -81,6 +95,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(**what: Any) -> str:
+    """SHA-256 of JSON-able values: what a reused output was made from."""
+    text = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def code_digest(*modules: Path) -> str:
+    """SHA-256 of source files: an edit to any of them makes outputs built from them stale."""
+    digest = hashlib.sha256()
+    for path in modules:
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -92,6 +120,18 @@ def replace_dir(staged: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(staged, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (a reused output costs no bytes), or a copy
+    where links are not possible. Files are only ever replaced, never written in place,
+    so a link never lets one change reach the other."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:

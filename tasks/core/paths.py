@@ -73,10 +73,6 @@ class Paths:
     def encoders(self) -> Path:
         return self.features / "encoders.json"
 
-    def split(self, name: str) -> Path:
-        """The features of one window: train, valid or test."""
-        return self.features / f"{name}.parquet"
-
     @property
     def checkpoint(self) -> Path:
         return self.models / "model.pt"

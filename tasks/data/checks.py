@@ -18,20 +18,24 @@ import pandas as pd
 import pandera.pandas as pa
 
 from tasks.core.errors import StepError
+from tasks.data.keys import NO_KEYS, key_hashes, repeated
 from tasks.data.partitions import INVALID, META_PREFIX
 from tasks.data.schemas import PANDAS_DTYPES, Schema, to_pandera
 
 REASONS = "_reasons"
+IN_THE_FUTURE = "in the future"  # a row recorded after now: may pass in a later run
 PARSE_ERRORS = {"int": "not an integer", "float": "not a number", "timestamp": "not a timestamp"}
-PANDERA_NAMES = {"not_nullable": "missing value", "multiple_fields_uniqueness": "duplicate key"}
+PANDERA_NAMES = {"not_nullable": "missing value"}
 
 
 @dataclass(frozen=True)
 class Checked:
     valid: pd.DataFrame  # typed
-    quarantined: pd.DataFrame  # raw values plus REASONS
+    row_reasons: list[str]  # per rejected row, in order: its reasons, "; "-joined
     reasons: Counter[str]
     rejected: np.ndarray  # per input row, in order: True if quarantined
+    key_hashes: np.ndarray  # per input row: the hash of its typed key
+    keyed: np.ndarray  # per input row: False when a key column is null
 
 
 def column_changes(schema: Schema, columns: list[str]) -> str | None:
@@ -127,22 +131,22 @@ def find_failures(
     typed: pd.DataFrame,
     schema: Schema,
     checks: pa.DataFrameSchema,
-    key: list[str],
     now: dt.datetime,
     skew: dt.timedelta,
 ) -> dict[int, list[str]]:
-    """Per row, every check it fails (pandera, lazily, plus the time checks)."""
+    """Per row, every check it fails (pandera, lazily, plus the time checks); keys are
+    checked apart (tasks/data/keys.py), across partitions."""
     failures: dict[int, list[str]] = {}
     try:
         checks.validate(typed, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.dropna(subset=["index"])
         for row, column, check in cases[["index", "column", "check"]].itertuples(index=False):
-            failures.setdefault(int(row), []).append(_reason(str(column), str(check), key))
+            failures.setdefault(int(row), []).append(f"{column}: {PANDERA_NAMES.get(check, check)}")
     if schema.recorded_at:
         recorded = typed[schema.recorded_at]
         for row in typed.index[recorded > pd.Timestamp(now) + skew]:
-            failures.setdefault(row, []).append(f"{schema.recorded_at}: in the future")
+            failures.setdefault(row, []).append(f"{schema.recorded_at}: {IN_THE_FUTURE}")
         if schema.happened_at:
             late = typed[schema.happened_at] > recorded
             for row in typed.index[late.fillna(False)]:
@@ -152,12 +156,6 @@ def find_failures(
     return failures
 
 
-def _reason(column: str, check: str, key: list[str]) -> str:
-    if check == "multiple_fields_uniqueness":
-        return f"duplicate key ({', '.join(key)})"
-    return f"{column}: {PANDERA_NAMES.get(check, check)}"
-
-
 def check_frame(
     raw: pd.DataFrame,
     schema: Schema,
@@ -165,20 +163,29 @@ def check_frame(
     now: dt.datetime,
     skew: dt.timedelta,
     checks: pa.DataFrameSchema | None = None,
+    part_of: np.ndarray | None = None,
+    shared: np.ndarray = NO_KEYS,
 ) -> Checked:
+    """Every failure of every row of `raw`. `part_of`: the partition of each row (rows of
+    several partitions are checked at once); a key repeated within a partition, or one of
+    `shared` (keys other partitions hold too), is a duplicate."""
     raw = raw.reset_index(drop=True)
     if checks is None:
-        checks = to_pandera(schema, key)
+        checks = to_pandera(schema)
     typed, parse_failures = parse(raw, schema)
     reasons = dict(parse_failures)
-    for row, found in find_failures(typed, schema, checks, key, now, skew).items():
+    for row, found in find_failures(typed, schema, checks, now, skew).items():
         unparsed = {r.split(":")[0] for r in parse_failures.get(row, [])}
         # A cell that did not parse is also null to pandera: say it once.
-        extra = [r for r in found if r.split(":")[0] not in unparsed or "duplicate" in r]
+        extra = [r for r in found if r.split(":")[0] not in unparsed]
         reasons[row] = sorted(set(reasons.get(row, []) + extra))
+    hashes, keyed = key_hashes(typed, key)
+    groups = np.zeros(len(raw), dtype=np.int64) if part_of is None else part_of
+    duplicate = f"duplicate key ({', '.join(key)})"
+    for at in np.flatnonzero(repeated(hashes, keyed, groups, shared)).tolist():
+        reasons[at] = sorted({*reasons.get(at, []), duplicate})
     bad = raw.index.isin(list(reasons))
-    quarantined = raw[bad].copy()
-    quarantined[REASONS] = ["; ".join(sorted(reasons[i])) for i in quarantined.index]
-    counts: Counter[str] = Counter(r for i in quarantined.index for r in reasons[i])
+    row_reasons = ["; ".join(sorted(reasons[i])) for i in raw.index[bad]]
+    counts: Counter[str] = Counter(r for i in raw.index[bad] for r in reasons[i])
     valid = typed[~bad][list(schema.fields)].reset_index(drop=True)
-    return Checked(valid, quarantined.reset_index(drop=True), counts, bad)
+    return Checked(valid, row_reasons, counts, bad, hashes, keyed)

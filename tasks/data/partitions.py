@@ -8,7 +8,6 @@ pull was chunked, or on how many runs it took.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,20 +188,3 @@ def spool_by_day(batch: pd.DataFrame, days: pd.Series) -> Iterator[tuple[str, pa
     ends = [*starts[1:], len(order)]
     for name, start, end in zip(names, starts, ends, strict=True):
         yield str(name), table.slice(start, end - start)
-
-
-def day_groups(rows_per_day: Counter[str], max_rows: int) -> list[list[str]]:
-    """Days in order, grouped so a group holds about max_rows rows (at least one day).
-
-    Merging a group in one vectorised pass costs far less than a pass per day, and
-    memory stays bounded by the group, not by the whole pull.
-    """
-    groups: list[list[str]] = []
-    size = 0
-    for day in sorted(rows_per_day):
-        if not groups or size + rows_per_day[day] > max_rows:
-            groups.append([])
-            size = 0
-        groups[-1].append(day)
-        size += rows_per_day[day]
-    return groups

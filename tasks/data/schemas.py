@@ -160,9 +160,11 @@ SCHEMAS = {
 }
 
 
-def to_pandera(schema: Schema, key: list[str]) -> pa.DataFrameSchema:
+def to_pandera(schema: Schema) -> pa.DataFrameSchema:
+    """The schema's types, nulls and checks. Keys are checked apart, across partitions
+    (tasks/data/keys.py): pandera sees one batch of rows at a time."""
     columns = {
         name: pa.Column(PANDAS_DTYPES[f.kind], checks=list(f.checks), nullable=f.nullable)
         for name, f in schema.fields.items()
     }
-    return pa.DataFrameSchema(columns, unique=key, report_duplicates="all", strict=False)
+    return pa.DataFrameSchema(columns, strict=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.ml.columns import HISTORY, INPUT, WEATHER
+from tasks.ml.feature_store import DayStats, Moments, choose_windows, combined, scale
 
 LABEL = "delayed"
 
@@ -236,49 +238,56 @@ def _weekday(rows: pd.DataFrame) -> np.ndarray:
 def split_by_days(
     features: pd.DataFrame, test_days: int, valid_days: int, train_max_days: int | None
 ) -> dict[str, pd.DataFrame]:
-    """Newest `test_days` days for test, the `valid_days` before for valid, the rest
-    (at most `train_max_days`, the newest) for train."""
-    days = sorted(features["date"].unique())
-    if len(days) < test_days + valid_days + 1:
-        raise ValueError(
-            f"{len(days)} days of data; featurize.test_days + valid_days need at least "
-            f"{test_days + valid_days + 1}"
-        )
-    test = days[-test_days:]
-    valid = days[-test_days - valid_days : -test_days]
-    train = days[: -test_days - valid_days]
-    if train_max_days:
-        train = train[-train_max_days:]
+    """The rows of each window (feature_store.choose_windows) of `features`."""
+    chosen = choose_windows(list(features["date"].unique()), test_days, valid_days, train_max_days)
     return {
-        name: features[features["date"].isin(chosen)].reset_index(drop=True)
-        for name, chosen in (("train", train), ("valid", valid), ("test", test))
+        name: features[features["date"].isin(days)].reset_index(drop=True)
+        for name, days in chosen.items()
     }
+
+
+def day_stats(rows: pd.DataFrame) -> DayStats:
+    """What the encoders need of raw joined rows (one day's, as featurize keeps them)."""
+    inputs = model_inputs(rows)
+    return DayStats(
+        rows=len(rows),
+        positives=int(rows[LABEL].sum()) if LABEL in rows else 0,
+        categories={c: {str(k): int(n) for k, n in
+                        inputs[c].astype("string").value_counts(dropna=True).items()}
+                    for c in CATEGORICAL},
+        moments={c: Moments.of(inputs[c].to_numpy(dtype=np.float64, na_value=np.nan))
+                 for c in NUMERIC},
+    )  # fmt: skip
 
 
 @dataclass
 class Encoders:
-    """Vocabularies and scalers fitted on train rows only; plain JSON when saved."""
+    """Vocabularies and scalers fitted on train rows only; plain JSON when saved.
+
+    A missing numeric value is filled with the train mean (then scaled, it is 0) and
+    flagged: a mean, unlike a median, is combined exactly from each day's statistics,
+    so the encoders are refitted each day without reading the rows again."""
 
     vocab: dict[str, list[str]] = field(default_factory=dict)  # index 0 = unknown
-    median: dict[str, float] = field(default_factory=dict)
+    fill: dict[str, float] = field(default_factory=dict)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, rows: pd.DataFrame, min_count: int = 1) -> Encoders:
         """Fit on raw joined train rows."""
+        return cls.from_stats([day_stats(rows)], min_count)
+
+    @classmethod
+    def from_stats(cls, days: list[DayStats], min_count: int = 1) -> Encoders:
+        """Fit on the statistics of the train days, combined in their order."""
         enc = cls()
-        train = model_inputs(rows)
+        rows, counts, moments = combined(days)
         for col in CATEGORICAL:
-            counts = train[col].astype("string").value_counts(dropna=True)
-            enc.vocab[col] = sorted(counts[counts >= min_count].index.astype(str))
+            seen: Mapping[str, int] = counts.get(col, {})
+            enc.vocab[col] = sorted(v for v, n in seen.items() if n >= min_count)
         for col in NUMERIC:
-            values = train[col].astype("float64")
-            median = float(values.median()) if values.notna().any() else 0.0
-            filled = values.fillna(median)
-            enc.median[col] = median
-            enc.mean[col] = float(filled.mean())
-            enc.std[col] = float(filled.std()) or 1.0
+            enc.fill[col], enc.mean[col], enc.std[col] = scale(rows, moments.get(col, Moments()))
         return enc
 
     @functools.cached_property
@@ -309,9 +318,9 @@ class Encoders:
         # Whole-matrix arithmetic: the same float64 operations per value as column by
         # column, without pandas' per-column overhead.
         missing = np.isnan(values)
-        median, mean, std = (np.array([d[c] for c in NUMERIC])
-                             for d in (self.median, self.mean, self.std))  # fmt: skip
-        scaled = (np.where(missing, median, values) - mean) / std
+        fill, mean, std = (np.array([d[c] for c in NUMERIC])
+                           for d in (self.fill, self.mean, self.std))  # fmt: skip
+        scaled = (np.where(missing, fill, values) - mean) / std
         return codes.astype(np.int64), np.concatenate(
             [scaled.astype(np.float32), missing.astype(np.float32)], axis=1
         )
@@ -321,6 +330,9 @@ class Encoders:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Encoders:
+        data = dict(data)
+        if "median" in data:  # a model packaged before fills were train means
+            data["fill"] = data.pop("median")
         return cls(**data)
 
 

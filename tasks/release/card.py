@@ -213,7 +213,7 @@ def model_card(
         "**Limits**: New York's three airports in 2013 only; seasons absent from training are "
         "extrapolated; the same-day history columns must be computed as featurize does, with "
         f"outcomes known at least {params.featurize.history_gap_minutes:g} minutes before "
-        "departure; rows without them are scored with train medians and are less accurate.",
+        "departure; rows without them are scored with train means and are less accurate.",
     ]
     return "\n\n".join(paragraphs) + "\n"
 

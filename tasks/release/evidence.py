@@ -18,6 +18,7 @@ from tasks.core.errors import StepError
 from tasks.core.guard import run_guarded
 from tasks.core.io import read_json, require
 from tasks.core.paths import Paths
+from tasks.ml.feature_store import read_window
 from tasks.ml.features import LABEL
 from tasks.ml.metrics import metric_block
 from tasks.release import card
@@ -26,7 +27,7 @@ from tasks.release.gate import Evidence
 
 def scored_test_rows(paths: Paths) -> pd.DataFrame:
     """The test window's raw joined rows with evaluate's probability as `expected`."""
-    test = pd.read_parquet(require(paths.split("test"), "featurize"))
+    test = read_window(paths.features, "test")
     scored = pd.read_parquet(require(paths.test_predictions, "evaluate"))
     keys = ["date", "carrier", "flight", "origin"]
     if len(scored) != len(test) or not scored[keys].equals(test[keys]):

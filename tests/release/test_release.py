@@ -26,6 +26,7 @@ from tasks.core.errors import StepError
 from tasks.core.paths import Paths
 from tasks.ml import columns
 from tasks.ml.columns import HISTORY
+from tasks.ml.feature_store import read_window
 from tasks.release import evidence, registry
 from tasks.release import run as release
 from tests.factories import ROOT, feature_project, wait_for_http
@@ -368,7 +369,7 @@ def test_killed_at_every_step_leaves_a_served_champion_and_the_next_release_work
 def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factory) -> None:
     params, paths = candidate
     release.run(params, paths)
-    test = pd.read_parquet(paths.features / "test.parquet").head(40)
+    test = read_window(paths.features, "test").head(40)
     expected = pd.read_parquet(paths.reports / "test_predictions.parquet")["proba"].head(40)
 
     # plumber predict, CSV in and out
