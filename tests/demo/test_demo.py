@@ -135,3 +135,39 @@ def test_init_into_postgresql(tmp_path: Path, pg_url: str, pg_table: str) -> Non
     up.init(upstream, now=dt.date(2013, 1, 2))
     up.advance(upstream, days=1)
     assert len(flights_in(upstream)) == 842 + 943
+
+
+def test_scale_three_is_three_worlds_with_the_same_distributions(tmp_path: Path) -> None:
+    folder = tmp_path / "upstream"
+    scaled = up.Upstream(folder, f"sqlite:///{folder / 'flights.db'}")
+    assert up.init(scaled, now=NOW, scale=3)
+    flights = flights_in(scaled)
+    assert len(flights) == 3 * (842 + 943 + 914)
+    assert sorted(flights["origin"].unique()) == [
+        "EWR", "JFK", "LGA", "ZE01", "ZE02", "ZJ01", "ZJ02", "ZL01", "ZL02",
+    ]  # fmt: skip
+    world = {k: flights[flights["origin"].str.startswith("Z") == (k > 0)] for k in (0, 1)}
+    mirror = flights[flights["origin"].isin(["ZE01", "ZJ01", "ZL01"])]
+    # The same flights, delays and cancellations in each world; the keys stay unique.
+    assert mirror["dep_delay"].isna().sum() == world[0]["dep_delay"].isna().sum()
+    assert mirror["dep_delay"].mean() == pytest.approx(world[0]["dep_delay"].mean())
+    assert set(mirror["carrier"]) == {f"{c}01" for c in world[0]["carrier"]}
+    key = ["year", "month", "day", "carrier", "flight", "origin"]
+    assert not flights.duplicated(key).any()
+    # Each mirror's codes are in the reference files, so its rows pass as the original's do.
+    airports = pd.read_csv(scaled.reference_dir / "airports.csv", keep_default_na=False)
+    airlines = pd.read_csv(scaled.reference_dir / "airlines.csv", keep_default_na=False)
+    planes = pd.read_csv(scaled.reference_dir / "planes.csv", keep_default_na=False)
+    assert {"ZE01", "ZL02"} <= set(airports["faa"]) and not airports["faa"].duplicated().any()
+    assert set(flights["carrier"]) <= set(airlines["carrier"])
+    assert len(planes) == 3 * len(pd.read_csv(up.package_data_dir() / "planes.csv"))
+    weather = pd.read_csv(scaled.weather_dir / "weather_2013-01-02.csv")
+    assert sorted(weather["origin"].unique())[:4] == ["EWR", "JFK", "LGA", "ZE01"]
+    assert len(weather) == 3 * len(up.weather_on(dt.date(2013, 1, 2)))
+    # The scale is kept: a day later, three worlds of it.
+    up.advance(scaled, days=1)
+    assert len(flights_in(scaled)) == 3 * (842 + 943 + 914 + 915)
+    with pytest.raises(up.DemoError, match="is at scale 3; remove the folder"):
+        up.init(scaled, scale=2)
+    with pytest.raises(up.DemoError, match="--scale must be between 1 and 100"):
+        up.init(up.Upstream(tmp_path / "other", f"sqlite:///{tmp_path / 'o.db'}"), scale=101)
