@@ -172,3 +172,20 @@ def test_an_unreachable_scheduler_is_one_line_naming_it(
                 r"\(from PLUMBER_DASK_ADDRESS\) within 2 s")  # fmt: skip
     with pytest.raises(StepError, match=expected), compute.mapper(cfg):
         pass
+
+
+def test_a_stage_killed_leaves_no_worker_of_its_cluster_behind(project: MiniProject) -> None:
+    """`python -m tasks.validate` on a local cluster of 2, SIGKILLed (the stage alone, as an
+    OOM kill would): its workers notice their scheduler is gone and exit."""
+    from tests.factories import kill, leftovers
+
+    a_month(project)
+    text = (project.root / "params.yaml").read_text()
+    (project.root / "params.yaml").write_text(text + "compute:\n  workers: 2\n")
+    for folder in ("data/validated", "data/quarantine"):
+        (project.root / folder).rename(project.root / f"{folder}.old")  # all to check again
+    stage = subprocess.Popen([sys.executable, "-m", "tasks.validate"], cwd=project.root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert wait_until(lambda: len(leftovers(project.root)) >= 3, timeout=120), "no workers"
+    kill(stage)
+    assert wait_until(lambda: not leftovers(project.root), timeout=120), leftovers(project.root)
