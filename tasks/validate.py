@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import itertools
 import logging
 import shutil
 from collections import Counter
@@ -48,7 +50,7 @@ from tasks.data.batch import CheckJob, PartitionOutputs, check_batch
 from tasks.data.checks import (
     check_files,
 )  # fmt: skip
-from tasks.data.keys import shared_keys
+from tasks.data.keys import NO_KEYS, shared_keys
 from tasks.data.ledger import Ledger, as_hex
 from tasks.data.schemas import SCHEMAS, References, Schema
 
@@ -114,8 +116,15 @@ def validate_source(
         checker.reuse(part, previous.partitions[part])
     checker.check([p for p in sorted(recorded) if p not in set(reused)], shared={})
     # Keys that now meet across partitions: every partition whose shared keys differ
-    # from those it was checked with is checked again (usually none).
-    shared = shared_keys(checker.indexes)
+    # from those it was checked with is checked again (usually none). A key two
+    # partitions share is a key of one checked now, or one two reused ones already shared:
+    # only those are looked for in the reused partitions' indexes, read one at a time.
+    known = [ledger.from_hex(previous.partitions[p].shared) for p in reused]
+    candidates = np.unique(np.concatenate([*checker.indexes.values(), *known, NO_KEYS]))
+    indexes = itertools.chain(
+        checker.indexes.items(), ((p, ledger.read_keys(checker.out, p)) for p in reused)
+    )
+    shared = shared_keys(indexes, candidates)
     again = [p for p in sorted(shared) if as_hex(shared[p]) != checker.ledger.partitions[p].shared]
     checker.check(again, shared)
     checker.ledger.write(checker.out)
@@ -163,7 +172,7 @@ class PartitionChecker:
         self.quarantine = staged.quarantine / name
         self.out.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(checks)
-        self.indexes: dict[str, np.ndarray] = {}
+        self.indexes: dict[str, np.ndarray] = {}  # of the partitions checked this run
 
     def reuse(self, part: str, entry: ledger.Checked) -> None:
         """The previous run's outputs of `part`, linked into the staging folders."""
@@ -174,7 +183,6 @@ class PartitionChecker:
         if bad.exists():
             link_or_copy(bad, self.quarantine / part)
         self.ledger.partitions[part] = entry
-        self.indexes[part] = ledger.read_keys(self.out, part)
 
     def check(self, parts: list[str], shared: dict[str, np.ndarray]) -> None:
         batches = in_batches({p: self.recorded[p]["rows"] for p in parts}, self.cfg.batch_rows)
@@ -200,7 +208,7 @@ class PartitionChecker:
         else:
             bad.unlink(missing_ok=True)  # a reused partition's rows that now pass
         write_bytes(ledger.key_file(self.out, result.part), result.keys)
-        self.indexes[result.part] = ledger.read_keys(self.out, result.part)
+        self.indexes[result.part] = np.load(io.BytesIO(result.keys), allow_pickle=False)
         self.ledger.partitions[result.part] = result.entry
 
 

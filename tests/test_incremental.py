@@ -108,6 +108,15 @@ def test_a_key_repeated_on_another_day_is_quarantined_on_both(project: MiniProje
     assert report["reasons"] == {reason: 2} and report["rows_in"] == 9
     assert rebuilt_cold(project, features=False) == outputs(project)
 
+    # A day later, days 1 and 3 are reused: their shared key is remembered, not lost.
+    day_three = inode(project, "data/quarantine/flights/2013-03-03.parquet")
+    project.add_days(FIRST + dt.timedelta(days=3), 1)
+    data_steps(project, features=False)
+    assert inode(project, "data/quarantine/flights/2013-03-03.parquet") == day_three
+    report = read_json(project.root / "reports/validation.json")["sources"]["flights"]
+    assert report["reasons"] == {reason: 2} and report["rows_in"] == 13
+    assert rebuilt_cold(project, features=False) == outputs(project)
+
 
 def test_a_changed_reference_file_checks_every_partition_that_uses_it(
     project: MiniProject,

@@ -9,6 +9,8 @@ be quarantined as a duplicate, never passed silently.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -39,12 +41,19 @@ def repeated(
     return keyed & (within | across)
 
 
-def shared_keys(indexes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per partition, the keys of it that another partition also holds (sorted)."""
-    if len(indexes) < 2:
-        return {part: NO_KEYS for part in indexes}
-    values, counts = np.unique(np.concatenate(list(indexes.values())), return_counts=True)
+def shared_keys(
+    indexes: Iterable[tuple[str, np.ndarray]], candidates: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per partition, the keys of it that another partition also holds (sorted), given
+    `candidates` (sorted, distinct) that hold every key two partitions may share: only
+    those are counted, so memory follows the candidates, not the history."""
+    hits: dict[str, np.ndarray] = {}
+    for part, keys in indexes:
+        at = np.minimum(np.searchsorted(candidates, keys), max(len(candidates) - 1, 0))
+        hits[part] = keys[candidates[at] == keys] if len(candidates) else NO_KEYS
+    if not hits:
+        return {}
+    values, counts = np.unique(np.concatenate(list(hits.values())), return_counts=True)
     multi = values[counts > 1]  # each index is distinct: >1 means more than one partition
-    if not len(multi):
-        return {part: NO_KEYS for part in indexes}
-    return {part: keys[np.isin(keys, multi, assume_unique=True)] for part, keys in indexes.items()}
+    return {part: found[np.isin(found, multi, assume_unique=True)] if len(multi) else NO_KEYS
+            for part, found in hits.items()}  # fmt: skip

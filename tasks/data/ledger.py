@@ -105,3 +105,7 @@ def read_keys(folder: Path, part: str) -> np.ndarray:
 
 def as_hex(keys: np.ndarray) -> list[str]:
     return [f"{int(k):016x}" for k in keys]
+
+
+def from_hex(keys: list[str]) -> np.ndarray:
+    return np.array([int(k, 16) for k in keys], dtype=np.uint64)
