@@ -72,10 +72,10 @@ class Cluster:
             return client.run_on_scheduler(counts)
 
     def close(self) -> None:
+        # The workers first: a worker whose scheduler went first waits to reconnect.
         for proc in [*self.workers, self.scheduler]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.workers, self.scheduler]:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
