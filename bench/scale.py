@@ -24,9 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,36 +97,8 @@ def from_nothing(
     return measured
 
 
-@contextmanager
-def running_cluster(workers: int, folder: Path) -> Iterator[str]:
-    """A Dask scheduler and `workers` single-threaded worker processes on loopback, as an
-    existing cluster would be: started before, and warm (their imports done)."""
-    file = folder / "scheduler.json"
-    dask = [str(BIN / "dask")]
-    quiet = subprocess.DEVNULL
-    scheduler = [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                 "--scheduler-file", str(file)]  # fmt: skip
-    procs = [subprocess.Popen(scheduler, stdout=quiet, stderr=quiet)]
-    try:
-        while not file.exists():
-            time.sleep(0.1)
-        address = json.loads(file.read_text())["address"]
-        procs += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                    "--no-dashboard", "--host", "127.0.0.1",
-                                    "--memory-limit", "0"], stdout=quiet, stderr=quiet)
-                  for _ in range(workers)]  # fmt: skip
-        yield address
-    finally:  # the workers first: a worker whose scheduler went first waits to reconnect
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def one_scale(scale: int, now: str, workers: int) -> dict:
+    from tasks.core.cluster import running_cluster
     from tests.factories import copy_repo
 
     with tempfile.TemporaryDirectory(prefix=f"plumber-bench-scale-{scale}x-") as tmp:
@@ -145,7 +114,7 @@ def one_scale(scale: int, now: str, workers: int) -> dict:
         many = from_nothing(repo, workers) if workers > 1 else {}
         existing = {}
         if workers > 1:
-            with running_cluster(workers, Path(tmp)) as address:
+            with running_cluster(workers, Path(tmp) / "dask", root=repo) as address:
                 from_nothing(repo, 1, address)  # the workers' first jobs import pandas
                 existing = from_nothing(repo, 1, address)
     return {"scale": scale, "rows": rows, "flights": flights, "new_rows": new_rows,

@@ -38,7 +38,7 @@ from flows.stages import (
     reproduce_stage,
     stage_order,
 )
-from tasks.core import secrets
+from tasks.core import cluster, secrets
 from tasks.core.config import FlowParams, Params, load_params
 from tasks.core.errors import Busy, ConfigError
 from tasks.core.paths import Paths
@@ -320,20 +320,22 @@ def _run_stages(
     wait = params.flow.lock_timeout_seconds
     results: list[dict[str, Any]] = []
     verdict: dict[str, Any] | None = None
-    for name in stages:
-        if verdict is not None and not verdict["retrain"]:
-            results.append(_skipped(name))
-            continue
-        try:
-            stage = _stage_task(name, params.flow)
-            limit = params.flow.timeout_for(name)
-            force = bool(verdict and verdict["forced"])
-            state = stage(paths.root, name, run_id, wait, limit, force, return_state=True)
-            results.append(state.result())
-        except Exception as exc:
-            raise StageFailed(name, exc) from exc
-        if name == POLICY_AFTER:
-            verdict = retrain_policy(paths.root, params, forced, governed)
+    # With compute.workers > 1, one cluster for the run: validate and featurize share it.
+    with cluster.for_the_stages(params.compute, paths.var / "dask", root=paths.root):
+        for name in stages:
+            if verdict is not None and not verdict["retrain"]:
+                results.append(_skipped(name))
+                continue
+            try:
+                stage = _stage_task(name, params.flow)
+                limit = params.flow.timeout_for(name)
+                force = bool(verdict and verdict["forced"])
+                state = stage(paths.root, name, run_id, wait, limit, force, return_state=True)
+                results.append(state.result())
+            except Exception as exc:
+                raise StageFailed(name, exc) from exc
+            if name == POLICY_AFTER:
+                verdict = retrain_policy(paths.root, params, forced, governed)
     if verdict is not None and not (verdict["retrain"] or verdict["judge"]):
         results += [_skipped(name) for name in AFTER_STAGES]
         return results, verdict, None

@@ -15,6 +15,7 @@ The layout: tasks/ml/feature_store.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import shutil
@@ -35,7 +36,6 @@ from tasks.core.io import (
     json_bytes,
     link_or_copy,
     parquet_bytes,
-    read_json,
     replace_dir,
     sha256_file,
     write_bytes,
@@ -111,8 +111,7 @@ def run(
         log.info(
             "%d of %d days built, %d reused", len(todo), len(flights), len(flights) - len(todo)
         )
-    stats = {day: store.DayStats.from_json(read_json(store.day_stats_file(staged, day))["stats"])
-             for day in flights}  # fmt: skip
+    stats = {day: store.read_day_stats(staged, day) for day in flights}
     with_rows = [day for day, s in stats.items() if s.rows]
     try:
         windows = store.choose_windows(
@@ -136,16 +135,23 @@ def run(
 
 def reuse(features: Path, staged: Path, day: str, inputs: str) -> bool:
     """Link the day's files of the previous run into `staged` if they were built from
-    the same inputs."""
-    stats, rows = store.day_stats_file(features, day), store.day_rows_file(features, day)
-    try:
-        built = read_json(stats)
-    except ValueError:  # a damaged file: build the day again
+    the same inputs and the rows file is still the one written (its SHA-256 is in the
+    day's record): a damaged record or rows file means the day is built again."""
+    rows, record = store.day_rows_file(features, day), store.day_stats_file(features, day)
+    if not record.exists() or not rows.exists():
         return False
-    if not built or built.get("inputs") != inputs or not rows.exists():
+    try:
+        built = store.read_day_record(features, day)
+    except ValueError:
+        log.warning("%s is damaged: the day is built again", record)
+        return False
+    if built["inputs"] != inputs:
+        return False
+    if sha256_file(rows) != built.get("rows_sha256"):
+        log.warning("%s is not the file featurize wrote: the day is built again", rows)
         return False
     link_or_copy(rows, store.day_rows_file(staged, day))
-    link_or_copy(stats, store.day_stats_file(staged, day))
+    link_or_copy(record, store.day_stats_file(staged, day))
     return True
 
 
@@ -201,8 +207,10 @@ def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
 
 def day_outputs(rows: pd.DataFrame, inputs: str) -> tuple[bytes, bytes]:
     """A day's two files: its rows, and its record (what it was built from, statistics)."""
-    record = {"inputs": inputs, "stats": day_stats(rows).to_json()}
-    return parquet_bytes(rows), json_bytes(record)
+    data = parquet_bytes(rows)
+    record = {"inputs": inputs, "rows_sha256": hashlib.sha256(data).hexdigest(),
+              "stats": day_stats(rows).to_json()}  # fmt: skip
+    return data, json_bytes(record)
 
 
 def write_day(features: Path, day: str, rows: bytes, record: bytes) -> None:

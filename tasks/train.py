@@ -26,8 +26,14 @@ from tasks.core.config import Params, TrainParams, load_params
 from tasks.core.io import read_json, remove_stale_temps, require, write_json
 from tasks.core.paths import Paths
 from tasks.core.progress import Progress
-from tasks.ml.encoded import encode_window, read_record, window_rows
-from tasks.ml.feature_store import day_rows_file, days_folder, read_window, read_windows
+from tasks.ml.encoded import encode_window, window_rows
+from tasks.ml.feature_store import (
+    day_rows_file,
+    days_folder,
+    read_day_record,
+    read_window,
+    read_windows,
+)
 from tasks.ml.features import LABEL, Encoders
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -170,7 +176,7 @@ def window_datasets(features: Path) -> dict[str, Any]:
         source = resolve_dataset_source(str(days_folder(features)))
     datasets = {}
     for name, days in read_windows(features).items():
-        inputs = "".join(read_record(features, d)["inputs"] for d in days)
+        inputs = "".join(read_day_record(features, d)["inputs"] for d in days)
         first = pd.read_parquet(day_rows_file(features, days[0]))
         with warnings.catch_warnings():
             # MLflow hints about integer columns in the schema it infers: not a logged input's.

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import itertools
 import logging
 import shutil
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from tasks.data.batch import CheckJob, PartitionOutputs, check_batch
 from tasks.data.checks import (
     check_files,
 )  # fmt: skip
-from tasks.data.keys import NO_KEYS, shared_keys
+from tasks.data.keys import NO_KEYS, distinct, shared_keys
 from tasks.data.ledger import Ledger, as_hex
 from tasks.data.schemas import SCHEMAS, References, Schema
 
@@ -68,10 +68,18 @@ def reference_codes(validated: dict[str, pd.DataFrame], extra_airports: list[str
     )
 
 
-def reference_first(sources: dict[str, Source]) -> list[str]:
-    """Sources ordered so that those others check against come first."""
-    needed = {ref for s in sources.values() for ref in _schema_of(s, References()).needs}
-    return sorted(sources, key=lambda name: (name not in needed, name))
+def in_waves(sources: dict[str, Source]) -> list[list[str]]:
+    """The order sources are validated in: each source others check against alone, first
+    (in name order); then all the others together, their batches checked side by side."""
+    needed = checked_against(sources)
+    others = sorted(name for name in sources if name not in needed)
+    return [[name] for name in sorted(needed)] + ([others] if others else [])
+
+
+def checked_against(sources: dict[str, Source]) -> set[str]:
+    """The sources whose rows others are checked against (airports, airlines)."""
+    needs = {ref for s in sources.values() for ref in _schema_of(s, References()).needs}
+    return needs & sources.keys()
 
 
 def _schema_of(source: Source, refs: References) -> Schema:
@@ -81,58 +89,43 @@ def _schema_of(source: Source, refs: References) -> Schema:
 # --- I/O ----------------------------------------------------------------------------------
 
 
-def validate_source(
-    name: str,
-    source: Source,
-    refs: References,
-    paths: Paths,
-    staged: Paths,
-    cfg: ValidateParams,
-    now: dt.datetime,
-    collected: dict[str, Any],
+def validate_sources(
+    names: list[str], sources: dict[str, Source], refs: References, paths: Paths, staged: Paths,
+    cfg: ValidateParams, now: dt.datetime, collected: dict[str, Any],
     run: Mapper[CheckJob, list[PartitionOutputs]],
-) -> dict[str, Any]:
-    """Validate one source's raw partitions into the staging folders; returns its report
-    entry.
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Validate these sources' raw partitions into the staging folders, their batches in
+    one stream (so no worker waits for one source to finish); their report entries."""
+    checkers = []
+    for name in names:
+        if name not in collected:
+            raise StepError(f"{name}: not collected yet (no entry in {paths.manifest}):"
+                            " run the collect stage first")  # fmt: skip
+        checkers.append(PartitionChecker(name, sources[name], refs, paths, staged, cfg, now,
+                                         collected[name]))  # fmt: skip
+    check_together([(c, c.todo, {}) for c in checkers], run)
+    check_together([(c, *c.sharing_again()) for c in checkers], run)
+    return {c.name: c.finish() for c in checkers}
 
-    `collected`: the source's manifest entry, whose SHA-256 of each partition is checked
-    before it is read. Only partitions that are new or changed since the last run (or
-    whose keys now meet another partition's) are checked; the rest are reused (ledger).
-    """
-    schema = _schema_of(source, refs)
-    check_files(name, schema, collected.get("files_seen", {}))
-    missing = [ref for ref in schema.needs if not (staged.validated / ref).exists()]
-    if missing:
-        raise StepError(
-            f"{name}: its checks need the source(s) {', '.join(missing)}, not collected"
-        )
-    recorded: dict[str, dict[str, Any]] = collected.get("partitions", {})
-    checks = checks_fingerprint(source, schema, refs, cfg)
-    checker = PartitionChecker(name, source, refs, paths, staged, cfg, now, recorded, checks, run)
-    previous = Ledger.read(paths.validated / name, checks)
-    reused = [p for p in sorted(recorded)
-              if previous.reusable(p, recorded[p]["sha256"], paths.validated / name)]  # fmt: skip
-    for part in reused:
-        checker.reuse(part, previous.partitions[part])
-    checker.check([p for p in sorted(recorded) if p not in set(reused)], shared={})
-    # Keys that now meet across partitions: every partition whose shared keys differ
-    # from those it was checked with is checked again (usually none). A key two
-    # partitions share is a key of one checked now, or one two reused ones already shared:
-    # only those are looked for in the reused partitions' indexes, read one at a time.
-    known = [ledger.from_hex(previous.partitions[p].shared) for p in reused]
-    candidates = np.unique(np.concatenate([*checker.indexes.values(), *known, NO_KEYS]))
-    indexes = itertools.chain(
-        checker.indexes.items(), ((p, ledger.read_keys(checker.out, p)) for p in reused)
-    )
-    shared = shared_keys(indexes, candidates)
-    again = [p for p in sorted(shared) if as_hex(shared[p]) != checker.ledger.partitions[p].shared]
-    checker.check(again, shared)
-    checker.ledger.write(checker.out)
-    if reused:
-        log.info("%s: %d of %d partitions checked, %d reused", name,
-                 len(recorded) - len(reused), len(recorded), len(reused))  # fmt: skip
-    rows_in, rows_out, reasons = checker.ledger.totals()
-    return report_entry(name, rows_in, rows_out, len(recorded), reasons, cfg.max_reject_rate)
+
+def check_together(
+    work: list[tuple[PartitionChecker, list[str], dict[str, np.ndarray]]],
+    run: Mapper[CheckJob, list[PartitionOutputs]],
+) -> None:
+    """Each checker's partitions (with the keys they share) checked in one stream of
+    batches; each result written by the checker whose job it was."""
+    owners: deque[PartitionChecker] = deque()
+
+    def jobs() -> Iterator[CheckJob]:
+        for checker, parts, shared in work:
+            for job in checker.jobs(parts, shared):
+                owners.append(checker)  # results come back in job order
+                yield job
+
+    for outputs in run(check_batch, jobs()):
+        checker = owners.popleft()
+        for result in outputs:
+            checker.write(result)
 
 
 # The modules whose checks decide what is valid: an edit to any re-checks everything.
@@ -157,24 +150,43 @@ def _codes_of(refs: References, source: str) -> frozenset[str]:
 
 
 class PartitionChecker:
-    """Checks partitions of one source in batches (wherever `compute` sends them) into
-    the staging folders, keeping the ledger and the key index of every partition it
-    checked or reused."""
+    """One source's partitions: which are reused and which checked (and checked again
+    when the keys they share changed), into the staging folders, keeping the ledger and
+    the key index of each.
+
+    `collected`: the source's manifest entry, whose SHA-256 of each partition is checked
+    before it is read. Only partitions that are new or changed since the last run (or
+    whose keys now meet another partition's) are checked; the rest are reused (ledger).
+    """
 
     def __init__(
         self, name: str, source: Source, refs: References, paths: Paths, staged: Paths,
-        cfg: ValidateParams, now: dt.datetime, recorded: dict[str, dict[str, Any]],
-        checks: str, run: Mapper[CheckJob, list[PartitionOutputs]],
+        cfg: ValidateParams, now: dt.datetime, collected: dict[str, Any],
     ) -> None:  # fmt: skip
         self.name, self.source, self.refs, self.paths, self.cfg = name, source, refs, paths, cfg
-        self.now, self.recorded, self.run = now, recorded, run
+        self.now = now
+        schema = _schema_of(source, refs)
+        check_files(name, schema, collected.get("files_seen", {}))
+        missing = [ref for ref in schema.needs if not (staged.validated / ref).exists()]
+        if missing:
+            raise StepError(
+                f"{name}: its checks need the source(s) {', '.join(missing)}, not collected"
+            )
+        self.recorded: dict[str, dict[str, Any]] = collected.get("partitions", {})
         self.out = staged.validated / name
         self.quarantine = staged.quarantine / name
         self.out.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(checks)
+        self.ledger = Ledger(checks_fingerprint(source, schema, refs, cfg))
         self.indexes: dict[str, np.ndarray] = {}  # of the partitions checked this run
+        self.previous = Ledger.read(paths.validated / name, self.ledger.fingerprint)
+        before = (paths.validated / name, paths.quarantine / name)
+        sha256 = {p: entry["sha256"] for p, entry in self.recorded.items()}
+        self.reused = [p for p in sorted(sha256) if self.previous.reusable(p, sha256[p], *before)]
+        for part in self.reused:
+            self._reuse(part, self.previous.partitions[part])
+        self.todo = [p for p in sorted(self.recorded) if p not in set(self.reused)]
 
-    def reuse(self, part: str, entry: ledger.Checked) -> None:
+    def _reuse(self, part: str, entry: ledger.Checked) -> None:
         """The previous run's outputs of `part`, linked into the staging folders."""
         before = self.paths.validated / self.name
         link_or_copy(before / part, self.out / part)
@@ -184,11 +196,37 @@ class PartitionChecker:
             link_or_copy(bad, self.quarantine / part)
         self.ledger.partitions[part] = entry
 
-    def check(self, parts: list[str], shared: dict[str, np.ndarray]) -> None:
-        batches = in_batches({p: self.recorded[p]["rows"] for p in parts}, self.cfg.batch_rows)
-        for outputs in self.run(check_batch, (self._job(b, shared) for b in batches)):
-            for result in outputs:
-                self._write(result)
+    def sharing_again(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """The partitions to check again, since the keys they share with other partitions
+        differ from those they were checked with (usually none), and those keys.
+
+        A key two partitions share is a key of one checked now, or one two reused ones
+        already shared: only those are looked for in the reused partitions' indexes,
+        read one at a time."""
+        known = [ledger.from_hex(self.previous.partitions[p].shared) for p in self.reused]
+        candidates = distinct(np.concatenate([*self.indexes.values(), *known, NO_KEYS]))
+        reused_indexes = ((p, ledger.read_keys(self.out, p)) for p in self.reused)
+        shared = shared_keys(self.indexes, reused_indexes, candidates)
+        again = [p for p in sorted(shared)
+                 if as_hex(shared[p]) != self.ledger.partitions[p].shared]  # fmt: skip
+        return again, shared
+
+    def finish(self) -> dict[str, Any]:
+        """The ledger written; the source's report entry."""
+        self.ledger.write(self.out)
+        if self.reused:
+            log.info("%s: %d of %d partitions checked, %d reused", self.name,
+                     len(self.recorded) - len(self.reused), len(self.recorded),
+                     len(self.reused))  # fmt: skip
+        rows_in, rows_out, reasons = self.ledger.totals()
+        return report_entry(self.name, rows_in, rows_out, len(self.recorded), reasons,
+                            self.cfg.max_reject_rate)  # fmt: skip
+
+    def jobs(self, parts: list[str], shared: dict[str, np.ndarray]) -> Iterator[CheckJob]:
+        """`parts` in batches of about validate.batch_rows rows, one job each."""
+        for batch in in_batches({p: self.recorded[p]["rows"] for p in parts},
+                                self.cfg.batch_rows):  # fmt: skip
+            yield self._job(batch, shared)
 
     def _job(self, batch: list[str], shared: dict[str, np.ndarray]) -> CheckJob:
         """A batch's job: its raw bytes, each checked first against the manifest's SHA-256."""
@@ -200,7 +238,7 @@ class PartitionChecker:
                         self.cfg.max_clock_skew_hours, parts,
                         {p: shared[p] for p in batch if p in shared})  # fmt: skip
 
-    def _write(self, result: PartitionOutputs) -> None:
+    def write(self, result: PartitionOutputs) -> None:
         write_bytes(self.out / result.part, result.valid)
         bad = self.quarantine / result.part
         if result.quarantined is not None:
@@ -278,15 +316,11 @@ def run(params: Params, paths: Paths, now: dt.datetime | None = None) -> dict[st
     collected = read_json(paths.manifest, default={}).get("sources", {})
     try:
         with compute.mapper(params.compute) as run_jobs:
-            for name in reference_first(sources):
-                if name not in collected:
-                    raise StepError(f"{name}: not collected yet (no entry in {paths.manifest}):"
-                                    " run the collect stage first")  # fmt: skip
+            for wave in in_waves(sources):
                 refs = reference_codes(references, cfg.extra_airport_codes)
-                report[name] = validate_source(
-                    name, sources[name], refs, paths, staged, cfg, now, collected[name], run_jobs
-                )
-                if sources[name].partition_by is None:  # a snapshot: others check against it
+                report.update(validate_sources(wave, sources, refs, paths, staged, cfg, now,
+                                               collected, run_jobs))  # fmt: skip
+                for name in checked_against(sources) & set(wave):
                     references[name] = read_snapshot(staged.validated / name)
         replace_dir(staged.validated, paths.validated)
         replace_dir(staged.quarantine, paths.quarantine)

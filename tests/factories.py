@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from tasks.core.config import load_params
-from tasks.core.io import read_json, write_json
+from tasks.core.io import write_json
 from tasks.demo.upstream import flights_table, visible_at
 from tasks.ml.features import INPUT, LABEL, Encoders, conform
 from tasks.ml.model import ModelConfig
@@ -208,15 +208,14 @@ def feature_project(root: Path, rows_per_day: int = 300, **sections: dict[str, A
 def write_features(features: Path, windows: dict[str, list[str]], rows_per_day: int) -> None:
     """Featurize's outputs of random joined rows: per-day files, windows and encoders."""
     from tasks.featurize import day_outputs, write_day
-    from tasks.ml.feature_store import DayStats, day_stats_file, windows_file
+    from tasks.ml.feature_store import read_day_stats, windows_file
 
     for i, days in enumerate(windows.values()):
         frame = joined_rows(days, rows_per_day, seed=i)
         for day, rows in frame.groupby("date", sort=True):
             write_day(features, str(day), *day_outputs(rows.reset_index(drop=True), "random rows"))
     write_json(windows_file(features), windows)
-    stats = [DayStats.from_json(read_json(day_stats_file(features, d))["stats"])
-             for d in windows["train"]]  # fmt: skip
+    stats = [read_day_stats(features, d) for d in windows["train"]]
     write_json(features / "encoders.json", Encoders.from_stats(stats).to_json())
 
 
@@ -262,6 +261,17 @@ def env_for(**extra: str) -> dict[str, str]:
 def leftovers(repo: Path) -> list[str]:
     """Processes still working in the copy, but for its local Prefect server (which is
     meant to outlive runs)."""
+    return [f"{pid}: {cmd}" for pid, cwd, cmd in live_processes()
+            if Path(cwd) == repo and "local_server" not in cmd and "server start" not in cmd]  # fmt: skip
+
+
+def processes_matching(text: str) -> list[str]:
+    """Live processes whose command line contains `text`."""
+    return [f"{pid}: {cmd}" for pid, _, cmd in live_processes() if text in cmd]
+
+
+def live_processes() -> list[tuple[int, str, str]]:
+    """(pid, working folder, command line) of every process but this one and zombies."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -272,13 +282,8 @@ def leftovers(repo: Path) -> list[str]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if (
-            state != "Z"
-            and Path(cwd) == repo
-            and "local_server" not in cmd
-            and "server start" not in cmd
-        ):
-            found.append(f"{entry.name}: {cmd}")
+        if state != "Z":
+            found.append((int(entry.name), cwd, cmd))
     return found
 
 

@@ -3,8 +3,8 @@ scheduler with two worker processes started here on loopback; a worker killed mi
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,39 +13,28 @@ from pathlib import Path
 
 import pytest
 
+from tasks.core.cluster import running_cluster
 from tasks.core.config import ComputeParams
 from tasks.core.errors import StepError
-from tests.factories import MiniProject, wait_until
-from tests.test_incremental import FIRST, data_steps, outputs, rebuilt_cold, small_windows
+from tests.factories import MiniProject, processes_matching, wait_until
+from tests.test_incremental import (
+    FIRST,
+    OUTPUTS,
+    data_steps,
+    outputs,
+    rebuilt_cold,
+    small_windows,
+)
 
-DASK = Path(sys.executable).parent / "dask"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Cluster:
-    """A Dask scheduler and two single-threaded worker processes on 127.0.0.1."""
+    """A running cluster (tasks/core/cluster.py: a scheduler and two single-threaded
+    worker processes on 127.0.0.1), asked through its address alone."""
 
-    def __init__(self, folder: Path) -> None:
-        self.file = folder / "scheduler.json"
-        self.logs = folder
-        self.scheduler = self._start("scheduler", "scheduler", "--host", "127.0.0.1",
-                                     "--port", "0", "--no-dashboard",
-                                     "--scheduler-file", str(self.file))  # fmt: skip
-        if not wait_until(self.file.exists, timeout=120):
-            raise AssertionError(f"no scheduler: {self._log('scheduler')}")
-        self.address = json.loads(self.file.read_text())["address"]
-        worker = ["worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-nanny",
-                  "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0"]  # fmt: skip
-        self.workers = [self._start(f"worker-{i}", *worker) for i in range(2)]
-        if not wait_until(lambda: len(self.info()["workers"]) == 2, timeout=120):
-            raise AssertionError(f"workers never joined: {self._log('worker-0')}")
-
-    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            return subprocess.Popen([str(DASK), *args], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
-
-    def _log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text()[-2000:]
+    def __init__(self, address: str) -> None:
+        self.address = address
 
     def info(self) -> dict:
         from distributed import Client
@@ -71,26 +60,18 @@ class Cluster:
         with Client(self.address, timeout=30) as client:
             return client.run_on_scheduler(counts)
 
-    def close(self) -> None:
-        # The workers first: a worker whose scheduler went first waits to reconnect.
-        for proc in [*self.workers, self.scheduler]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+
+def cluster_processes(folder: Path) -> list[str]:
+    """Live processes of the cluster whose files are in `folder` (each names it)."""
+    return processes_matching(str(folder))
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("dask"))
-    try:
-        yield running
-    finally:
-        running.close()
-    assert all(p.poll() is not None for p in [*running.workers, running.scheduler])
+    folder = tmp_path_factory.mktemp("dask") / "cluster"
+    with running_cluster(2, folder, root=ROOT) as address:
+        yield Cluster(address)
+    assert not folder.exists() and not cluster_processes(folder)
 
 
 def a_month(project: MiniProject) -> dict[str, bytes]:
@@ -136,7 +117,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_result_unchanged(
 
     in_process = a_month(project)
     monkeypatch.setenv("PLUMBER_DASK_ADDRESS", cluster.address)
-    victim = cluster.workers[0]
+    victim = min(cluster.worker_pids())
     done_before = cluster.tasks_run().get("check_batch", 0)
 
     at_kill: dict[str, int] = {}
@@ -145,7 +126,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_result_unchanged(
         ran = cluster.tasks_run()
         if ran.get("check_batch", 0) <= done_before:
             return False
-        os.killpg(victim.pid, signal.SIGKILL)  # mid-step: the first batches are done
+        os.kill(victim, signal.SIGKILL)  # mid-step: the first batches are done
         at_kill.update(ran)
         return True
 
@@ -155,7 +136,8 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_result_unchanged(
         assert rebuilt_cold(project) == in_process
     finally:
         killer.join()
-    assert victim.wait(timeout=30) == -signal.SIGKILL  # killed, and the steps still finished
+    assert at_kill, "the worker was never killed"
+    assert victim not in cluster.worker_pids()  # killed, and the steps still finished
     after = cluster.tasks_run()  # work went on after the kill, on the other worker
     assert after["build_days"] > at_kill.get("build_days", 0)
     assert len(cluster.info()["workers"]) == 1
@@ -189,3 +171,73 @@ def test_a_stage_killed_leaves_no_worker_of_its_cluster_behind(project: MiniProj
     assert wait_until(lambda: len(leftovers(project.root)) >= 3, timeout=120), "no workers"
     kill(stage)
     assert wait_until(lambda: not leftovers(project.root), timeout=120), leftovers(project.root)
+
+
+def test_the_run_s_cluster_serves_every_stage_and_goes_with_it(
+    project: MiniProject, tmp_path: Path
+) -> None:
+    """What the flow does with compute.workers: 2: one cluster for the run, whose address
+    the stages it starts find; both steps' batches go there; then nothing is left."""
+    from tasks.core.cluster import for_the_stages
+
+    a_month(project)
+
+    def steps_as_dvc_runs_them() -> dict[str, bytes]:
+        for folder in OUTPUTS:
+            shutil.rmtree(project.root / folder)
+        for step in ("validate", "featurize"):
+            done = subprocess.run([sys.executable, "-m", f"tasks.{step}"], cwd=project.root,
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            logs.append(done.stderr)
+        return outputs(project)
+
+    logs: list[str] = []
+    in_process = steps_as_dvc_runs_them()
+    folder = tmp_path / "dask"
+    with for_the_stages(ComputeParams(workers=2), folder, root=ROOT) as address:
+        assert address and os.environ["PLUMBER_DASK_ADDRESS"] == address
+        logs.clear()
+        assert steps_as_dvc_runs_them() == in_process
+        for log in logs:  # each step sent its batches to the run's cluster
+            assert f"compute: scheduler {address} (2 workers)" in log, log
+        assert len(Cluster(address).worker_pids()) == 2
+    assert "PLUMBER_DASK_ADDRESS" not in os.environ
+    assert not folder.exists() and not cluster_processes(folder)
+
+
+def test_a_cluster_goes_with_the_process_that_started_it_even_on_sigkill(tmp_path: Path) -> None:
+    """The flow's process SIGKILLed with its cluster up: the guards stop every part."""
+    from tests.factories import kill
+
+    folder = tmp_path / "dask"
+    starter = ("import os, time; from pathlib import Path; "
+               "from tasks.core.cluster import running_cluster\n"
+               "with running_cluster(2, Path(os.environ['FOLDER']), root=Path.cwd()) as address:\n"
+               "    print(address, flush=True); time.sleep(600)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", starter], cwd=ROOT, text=True,
+                            env={**os.environ, "FOLDER": str(folder)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://127.0.0.1:")
+        # The scheduler and two workers, each under its guard.
+        assert len(cluster_processes(folder)) == 6, cluster_processes(folder)
+    finally:
+        kill(proc)
+    assert wait_until(lambda: not cluster_processes(folder), timeout=120), cluster_processes(folder)
+
+
+def test_a_cluster_that_cannot_start_is_one_error_quoting_its_log(tmp_path: Path) -> None:
+    # A checkout whose code shadows dask with a broken package: the scheduler cannot start.
+    broken = tmp_path / "checkout" / "dask"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this dask is broken')\n")
+    expected = (r"compute: the Dask scheduler did not start \(a part exited\): "
+                r"scheduler: ImportError: this dask is broken$")  # fmt: skip
+    with (
+        pytest.raises(StepError, match=expected),
+        running_cluster(2, tmp_path / "dask", root=broken.parent, timeout=60),
+    ):
+        pass
+    assert not cluster_processes(tmp_path / "dask")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tasks import collect, featurize, validate
 from tasks.core.config import load_params
@@ -157,6 +160,60 @@ def test_a_damaged_ledger_means_a_full_check_not_an_error(project: MiniProject) 
     ledger = project.root / "data/validated/flights/_ledger.json"
     ledger.write_text(ledger.read_text()[:40])
     data_steps(project, features=False)
+    assert outputs(project) == expected
+
+
+def damage(path: Path) -> None:
+    """The file edited in place, as a stray tool or a bad disk would: its bytes change,
+    its inode and name stay."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with path.open("r+b") as fh:
+        fh.write(bytes(data))
+
+
+def test_a_damaged_validated_output_is_checked_again_not_carried_on(
+    project: MiniProject, caplog: pytest.LogCaptureFixture
+) -> None:
+    project.add_days(FIRST, 3)
+    project.add_flights(flight_rows(FIRST, 1, first_flight=700).assign(dest="XXX"))
+    data_steps(project, features=False)
+    expected = outputs(project)
+    damaged = ["data/validated/flights/2013-03-02.parquet",
+               "data/validated/flights/_keys/2013-03-03.npy"]  # fmt: skip
+    for relative in damaged:
+        damage(project.root / relative)
+    (project.root / "data/quarantine/flights/2013-03-01.parquet").unlink()
+    untouched = inode(project, "data/validated/weather/2013-03-02.parquet")
+    with caplog.at_level(logging.WARNING, logger="tasks.data.ledger"):
+        data_steps(project, features=False)
+    # Each of the three days is checked again from its raw bytes; the rest is reused.
+    warned = {r.getMessage().split(" is not")[0] for r in caplog.records}
+    assert warned == {str(project.root / p) for p in [
+        *damaged, "data/quarantine/flights/2013-03-01.parquet"]}  # fmt: skip
+    assert inode(project, "data/validated/weather/2013-03-02.parquet") == untouched
+    assert outputs(project) == expected
+
+
+def test_a_damaged_feature_day_is_built_again_not_carried_on(
+    project: MiniProject, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_windows(project)
+    project.add_days(FIRST, 6, per_day=6)
+    data_steps(project)
+    expected = outputs(project)
+    rows = project.root / "data/features/days/2013-03-02.parquet"
+    record = project.root / "data/features/days/2013-03-04.json"
+    damage(rows)
+    record.write_text(record.read_text()[:30])  # cut short, as a crash of a copy would
+    untouched = inode(project, "data/features/days/2013-03-03.parquet")
+    with caplog.at_level(logging.WARNING, logger="tasks.featurize"):
+        data_steps(project)
+    assert {r.getMessage() for r in caplog.records} == {
+        f"{record} is damaged: the day is built again",
+        f"{rows} is not the file featurize wrote: the day is built again",
+    }
+    assert inode(project, "data/features/days/2013-03-03.parquet") == untouched
     assert outputs(project) == expected
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,13 @@ def _client(cfg: ComputeParams, address: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     # Tasks are pure: a worker lost mid-job is retried elsewhere, not silently skipped.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 2}):
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's
+    # mmap threshold at 128 KiB: every large pandas buffer is then mapped and unmapped
+    # afresh, and validate's batches ran at half speed (bench/scale.py). Left unset, as
+    # in a plain process.
+    settings = {"distributed.scheduler.allowed-failures": 2,
+                "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}  # fmt: skip
+    with dask.config.set(settings):
         if address:
             try:
                 client = Client(address, timeout=cfg.connect_timeout_seconds)
@@ -68,10 +75,12 @@ def _client(cfg: ComputeParams, address: str | None) -> Iterator[Any]:
             return
         # Processes, one thread each: the work is pandas, which holds the GIL. The
         # scheduler's HTTP server on any free port: two steps of two checkouts may run.
+        # The workers' scratch space is the step's own, removed with the cluster.
         with (
+            tempfile.TemporaryDirectory(prefix="plumber-dask-") as scratch,
             LocalCluster(
                 n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0", silence_logs=logging.WARNING,
+                dashboard_address=":0", silence_logs=logging.WARNING, local_directory=scratch,
             ) as cluster,
             Client(cluster) as client,
         ):  # fmt: skip

@@ -9,6 +9,7 @@ depend on which partitions shared its batch.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from tasks.core.config import Source
 from tasks.core.io import parquet_bytes
 from tasks.data.checks import IN_THE_FUTURE, REASONS, check_columns, check_frame
 from tasks.data.keys import NO_KEYS, index_of
-from tasks.data.ledger import Checked, as_hex, keys_bytes
+from tasks.data.ledger import KEYS_FILE, QUARANTINED, VALID, Checked, as_hex, keys_bytes
 from tasks.data.schemas import SCHEMAS, References, to_pandera
 
 
@@ -67,12 +68,14 @@ def check_batch(job: CheckJob) -> list[PartitionOutputs]:
             else None
         )
         reasons = Counter(r for text in mine for r in text.split("; "))
-        index = index_of(checked.key_hashes[rows], checked.keyed[rows])
+        index = keys_bytes(index_of(checked.key_hashes[rows], checked.keyed[rows]))
+        valid = parquet_bytes(checked.valid[rows[~checked.rejected]])
+        written = {VALID: valid, KEYS_FILE: index, QUARANTINED: quarantined}
         entry = Checked(
             raw=sha256, rows_in=len(frame), rows_out=int((~rejected).sum()),
             reasons=dict(reasons), shared=as_hex(shared[i]),
             recheck=any(r.endswith(IN_THE_FUTURE) for r in reasons),
+            outputs={k: hashlib.sha256(v).hexdigest() for k, v in written.items() if v is not None},
         )  # fmt: skip
-        valid = parquet_bytes(checked.valid[rows[~checked.rejected]])
-        outputs.append(PartitionOutputs(part, valid, quarantined, keys_bytes(index), entry))
+        outputs.append(PartitionOutputs(part, valid, quarantined, index, entry))
     return outputs

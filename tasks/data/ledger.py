@@ -6,14 +6,17 @@
     data/validated/<source>/_keys/<part>.npy  the partition's key index (tasks/data/keys.py)
 
 A partition is reused when its raw bytes, the checks (code, params, reference codes:
-the ledger's `fingerprint`) and the keys it shares with others are what they were, and
-when none of its rows was rejected as recorded in the future (time may make it valid).
+the ledger's `fingerprint`) and the keys it shares with others are what they were, when
+none of its rows was rejected as recorded in the future (time may make it valid), and
+when its outputs are still the bytes validate wrote (their SHA-256s are in the ledger: a
+file damaged or edited in place is checked again from the raw partition, not carried on).
 The ledger travels with the data version, so a run on another machine is incremental too.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.io import read_json, write_json
+from tasks.core.io import read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
 
 LEDGER = "_ledger.json"
 KEYS = "_keys"
@@ -37,11 +42,16 @@ class Checked:
     reasons: dict[str, int]
     shared: list[str]  # hex key hashes it was checked as sharing with other partitions
     recheck: bool  # rows rejected as recorded in the future: check again next run
+    outputs: dict[str, str]  # SHA-256 of each file written, by name (VALID...)
 
     def to_json(self) -> dict[str, Any]:
         return {"raw": self.raw, "rows_in": self.rows_in, "rows_out": self.rows_out,
                 "reasons": dict(sorted(self.reasons.items())), "shared": self.shared,
-                "recheck": self.recheck}  # fmt: skip
+                "recheck": self.recheck, "outputs": dict(sorted(self.outputs.items()))}  # fmt: skip
+
+
+# The names of a partition's outputs in `Checked.outputs`.
+VALID, KEYS_FILE, QUARANTINED = "valid", "keys", "quarantined"
 
 
 @dataclass
@@ -65,15 +75,20 @@ class Ledger:
             return cls(fingerprint)
         return cls(fingerprint, parts)
 
-    def reusable(self, part: str, raw_sha256: str, outputs: Path) -> bool:
+    def reusable(self, part: str, raw_sha256: str, validated: Path, quarantine: Path) -> bool:
+        """Whether `part`'s outputs in these folders can be carried into the new version."""
         entry = self.partitions.get(part)
-        return (
-            entry is not None
-            and entry.raw == raw_sha256
-            and not entry.recheck
-            and (outputs / part).exists()
-            and key_file(outputs, part).exists()
-        )
+        if entry is None or entry.raw != raw_sha256 or entry.recheck:
+            return False
+        for what, path in output_files(part, validated, quarantine).items():
+            expected, present = entry.outputs.get(what), path.exists()
+            if expected is None and not present:
+                continue
+            if expected is None or not present or sha256_file(path) != expected:
+                log.warning("%s is not the file validate wrote: its partition is checked "
+                            "again from the raw bytes", path)  # fmt: skip
+                return False
+        return True
 
     def write(self, folder: Path) -> None:
         parts = {name: self.partitions[name].to_json() for name in sorted(self.partitions)}
@@ -86,6 +101,12 @@ class Ledger:
         rows_in = sum(e.rows_in for e in self.partitions.values())
         rows_out = sum(e.rows_out for e in self.partitions.values())
         return rows_in, rows_out, reasons
+
+
+def output_files(part: str, validated: Path, quarantine: Path) -> dict[str, Path]:
+    """Where a partition's outputs live, by their names in `Checked.outputs`."""
+    return {VALID: validated / part, KEYS_FILE: key_file(validated, part),
+            QUARANTINED: quarantine / part}  # fmt: skip
 
 
 def key_file(folder: Path, part: str) -> Path:

@@ -32,13 +32,7 @@ class EncodedWindow:
 
 
 def window_rows(features: Path, days: list[str]) -> int:
-    return sum(store.DayStats.from_json(read_record(features, d)["stats"]).rows for d in days)
-
-
-def read_record(features: Path, day: str) -> dict:
-    import json
-
-    return json.loads(store.day_stats_file(features, day).read_text())
+    return sum(store.read_day_stats(features, d).rows for d in days)
 
 
 def encode_window(features: Path, name: str, encoders: Encoders, folder: Path) -> EncodedWindow:

@@ -44,6 +44,22 @@ def day_stats_file(features: Path, day: str) -> Path:
     return features / DAYS / f"{day}.json"
 
 
+def read_day_record(features: Path, day: str) -> dict[str, Any]:
+    """What featurize recorded of a day: `inputs`, `rows_sha256` and `stats`. A missing
+    record is a StepError; a damaged one a ValueError naming it."""
+    path = day_stats_file(features, day)
+    record = read_json(path)
+    if record is None:
+        raise StepError(f"{path} is missing: run the featurize stage first (dvc repro featurize)")
+    if not isinstance(record, dict) or not {"inputs", "stats"} <= record.keys():
+        raise ValueError(f"{path}: not a day record of featurize")
+    return record
+
+
+def read_day_stats(features: Path, day: str) -> DayStats:
+    return DayStats.from_json(read_day_record(features, day)["stats"])
+
+
 def windows_file(features: Path) -> Path:
     return features / WINDOWS
 

@@ -6,6 +6,7 @@ naming it and leaves the data version, the champion and the watermarks as they w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -139,10 +140,26 @@ def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -
     assert "decision:no-retrain" in flow_run_tags(state)
 
 
-def test_after_a_new_day_the_run_retrains(repo: Path) -> None:
+def test_after_a_new_day_the_run_retrains(repo: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On a cluster of two workers the run starts for its stages (compute.workers: 2)."""
+    from tests.factories import processes_matching
+
     plumber(repo, "demo", "advance", "--days", "1")
-    state, tasks = run_flow(repo)
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("\n  workers: 1\n", "\n  workers: 2\n"))
+    try:
+        with caplog.at_level(logging.INFO):
+            state, tasks = run_flow(repo)
+    finally:
+        (repo / "params.yaml").write_text(params)
     assert state.is_completed()
+    [started] = [r.getMessage() for r in caplog.records if r.name == "tasks.core.cluster"]
+    address = started.split(" at ")[1].split()[0]
+    assert started == f"compute: a cluster of 2 workers at {address} for this run's stages"
+    for stage in ("validate", "featurize"):  # both sent their batches to it
+        lines = [r.getMessage() for r in caplog.records if r.name == f"flows.stage.{stage}"]
+        assert f"tasks.core.compute: compute: scheduler {address} (2 workers)" in lines, lines
+    assert not (repo / "var/dask").exists() and not processes_matching(str(repo / "var/dask"))
     report = state.result()
     assert (
         report["retrain"]["retrain"] and "new rows since 2013-01-03" in report["retrain"]["reason"]
