@@ -9,10 +9,8 @@ it again. The benchmark and the tests start one the way a team's existing cluste
 started before, and reached by its address alone.
 
 Workers run the code of the checkout that started them (PYTHONPATH), one thread each
-(the work is pandas, which holds the GIL). Each has a nanny that starts it again when it
-dies (its jobs run again meanwhile on the others: tasks/core/compute.py), so a run whose
-workers are all killed (an OOM) goes on rather than waiting for its time limit. The
-nannies leave MALLOC_TRIM_THRESHOLD_ out of the workers' environment (see compute.py).
+(the work is pandas, which holds the GIL), with no nanny: nothing restarts a lost
+worker, the scheduler sends its jobs to the others (tasks/core/compute.py).
 """
 
 from __future__ import annotations
@@ -35,9 +33,6 @@ from tasks.core.errors import StepError
 log = logging.getLogger(__name__)
 
 SCHEDULER_FILE = "scheduler.json"
-# What Dask's nannies set in a worker's environment by default, less
-# MALLOC_TRIM_THRESHOLD_, which halved the speed of pandas work here.
-WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 
 
 @contextmanager
@@ -71,8 +66,6 @@ def running_cluster(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-        # Dask's own list without MALLOC_TRIM_THRESHOLD_ (a variable replaces the list).
-        "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": repr(WORKER_ENVIRON),
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -83,7 +76,7 @@ def running_cluster(
         _wait(lambda: file.exists(), procs, folder, timeout, "the Dask scheduler did not start")
         address = json.loads(file.read_text())["address"]
         for i in range(workers):
-            argv = ["worker", address, "--name", f"worker-{i}", "--nthreads", "1",
+            argv = ["worker", address, "--name", f"worker-{i}", "--nthreads", "1", "--no-nanny",
                     "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0",
                     "--local-directory", str(folder / f"worker-{i}")]  # fmt: skip
             procs.append(_start(folder, f"worker-{i}", argv, env))
