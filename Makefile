@@ -62,7 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c \
+	$(BIN)/mlflow ui --app-name plumber --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c \
 		'from tasks.core.paths import Paths; from tasks.core.tracking import tracking_uri; print(tracking_uri(Paths.at()))')"
 
 # `dvc plots show` draws offline: .dvc/config names plots/offline.html, a page with the

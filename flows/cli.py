@@ -60,7 +60,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 server_app = typer.Typer(
-    help="The local Prefect server under var/ (runs use it when PREFECT_API_URL is unset).",
+    help="The local Prefect server and its UI. It lives under var/; runs use it when "
+    "PREFECT_API_URL is unset.",
     epilog="Examples: plumber server start (UI on http://127.0.0.1:4200, until stopped); "
     "plumber server status; plumber server stop",
     no_args_is_help=True,
@@ -120,7 +121,7 @@ def run(
 @app.command(epilog="Example: PREFECT_API_URL=http://127.0.0.1:4200/api plumber serve "
              "(with `make server` running: runs show in its UI)")  # fmt: skip
 def serve(ctx: typer.Context) -> int:
-    """Run the flow on the cron in params (flow.serve) until stopped."""
+    """Run the flow on its schedule until stopped. The cron is flow.serve in params.yaml."""
     from flows.runs import serve_flow
 
     return serve_flow(ctx.obj)
@@ -128,7 +129,7 @@ def serve(ctx: typer.Context) -> int:
 
 @server_app.command("start", epilog="Example: plumber server start")
 def server_start(ctx: typer.Context) -> int:
-    """Start the local Prefect server (UI); it stays until `plumber server stop`."""
+    """Start the local Prefect server and its UI. It stays until `plumber server stop`."""
     from flows import local_server
 
     cfg = load_params(ctx.obj.params).flow.server
@@ -172,8 +173,8 @@ def server_status(ctx: typer.Context) -> int:
     epilog="Example: plumber push (arguments after it go to dvc push: plumber push -r s3)",
 )
 def push(ctx: typer.Context) -> int:
-    """Check every DVC cache object the outputs use, then `dvc push`: a corrupt object is
-    never sent."""
+    """Verify the data, then `dvc push` it. Every DVC cache object the outputs use is
+    checked first: a corrupt object is never sent."""
     from tasks.data.integrity import verify_cache
 
     paths: Paths = ctx.obj
@@ -237,7 +238,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="why (recorded in the history)")],
     to: Annotated[str | None, typer.Option(help="the version to make champion")] = None,
 ) -> int:
-    """Move `champion` back: to the previous champion, or to --to VERSION."""
+    """Move `champion` back. To the previous champion, or to --to VERSION."""
     from tasks.release import run as releasing
 
     entry = releasing.rollback(load_params(ctx.obj.params), ctx.obj, reason=reason, to=to)
@@ -280,7 +281,7 @@ def serve_model(
     host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="the port to listen on")] = 5001,
 ) -> int:
-    """Serve a registered version (the champion by default) over HTTP: POST /invocations
+    """Serve a model version over HTTP. The champion by default; POST /invocations
     with MLflow's JSON formats; GET /health says what is served and its columns."""
     from tasks.release import serving
 
@@ -300,7 +301,8 @@ def lineage(
     ref: Annotated[str, typer.Argument(help="a version, an alias, models:/NAME@ALIAS or a run id")],
     as_json: JSON = False,
 ) -> int:
-    """A model version back to its MLflow run, flow run, commit, params, stages and data."""
+    """Trace a model version to its origins. Its MLflow run, flow run, commit, params,
+    stages and data."""
     from tasks.ops import lineage as chain
     from tasks.release import registry
 
@@ -323,8 +325,9 @@ def reproduce(
     remote: Annotated[str, typer.Option(help="a DVC remote name or URL to read")] = "",
     as_json: JSON = False,
 ) -> int:
-    """Rebuild a model from its record in a temporary workspace and compare the weights,
-    metrics and test predictions: exit 0 identical, 1 different, 2 record incomplete."""
+    """Rebuild a model and compare it. From its record, in a temporary workspace: the
+    weights, metrics and test predictions; exit 0 identical, 1 different, 2 record
+    incomplete or no such version."""
     from tasks.ops import reproduce as rebuilding
 
     if (ref is None) == (not all_released):

@@ -11,8 +11,8 @@ import typer
 from tasks.core.config import load_params
 
 stack_app = typer.Typer(
-    help="The production stack on this machine's loopback: MLflow and Prefect servers on "
-    "PostgreSQL, an S3-compatible object store (artifacts, DVC remote), a work pool.",
+    help="The production stack on loopback. MLflow and Prefect servers on PostgreSQL, an "
+    "S3-compatible object store (artifacts, DVC remote), a work pool.",
     epilog="Examples: plumber stack up; export PLUMBER_STACK=$PWD/var/stack/stack.env; "
     "plumber run; plumber stack status; plumber stack down [--purge]",
     no_args_is_help=True,
@@ -28,7 +28,8 @@ def stack_up(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="names its databases and bucket")] = "plumber",
 ) -> int:
-    """Start the stack (what already runs is kept) and write its profile, var/stack/stack.env."""
+    """Start the stack and write its profile. What already runs is kept; the profile is
+    var/stack/stack.env."""
     from flows import stack
 
     limit = load_params(ctx.obj.params).flow.server.start_timeout_seconds
@@ -55,7 +56,7 @@ def stack_status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> int:
-    """What runs where: each service's URL, process and health, and the profile."""
+    """What runs where. Each service's URL, process and health, and the profile."""
     from flows import stack
 
     data = stack.status(ctx.obj)

@@ -121,7 +121,7 @@ def _launch(paths: Paths, cfg: ServerParams, idle_minutes: float) -> dict[str, A
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.local_server", str(paths.root), str(port)],
         cwd=paths.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        env=server_env(home, cfg), start_new_session=True,
+        env=server_env(home, cfg, port), start_new_session=True,
     )  # fmt: skip
     log.close()
     state = {
@@ -135,12 +135,18 @@ def _launch(paths: Paths, cfg: ServerParams, idle_minutes: float) -> dict[str, A
     return state
 
 
-def server_env(home: Path, cfg: ServerParams) -> dict[str, str]:
+def server_env(home: Path, cfg: ServerParams, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     retention = str(int(cfg.retention_days * 86400))
     return {
         **env,
         "PREFECT_HOME": str(home),
+        # The UI asks its settings (GET /ui-settings) which API to call, and Prefect derives
+        # that from these, not from `--port`: on another port than 4200 the UI would show
+        # whatever server answers on 4200.
+        "PREFECT_SERVER_API_HOST": HOST,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         # Prefect's own vacuum: flow runs older than the retention, then their logs and

@@ -84,7 +84,13 @@ def parse_assignments(assignments: list[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. train.lr=0.002")
         if section not in SECTIONS:
             raise ConfigError(f"--set {key}: only {', '.join(SECTIONS)} can be overridden")
-        changes.setdefault(section, {})[name] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"--set {key}: {value!r} is not a YAML value ({problem}); "
+                              "e.g. train.hidden=[64,32]") from None  # fmt: skip
+        changes.setdefault(section, {})[name] = parsed
     return changes
 
 

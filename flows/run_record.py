@@ -87,7 +87,7 @@ def record_run(flow: Any, flow_run: Any, state: Any) -> None:
             retrained = (result.get("retrain") or {}).get("retrain")
     record_end(
         Paths.at(flow_run.parameters.get("root", ".")), str(flow_run.id), flow_run.name,
-        state.type.value, state.message, decision, retrained,
+        state.type.value, state.message, decision, retrained, shown_as=state.name,
     )  # fmt: skip
 
 
@@ -99,8 +99,10 @@ def record_end(
     message: str | None,
     decision: str | None = None,
     retrained: bool | None = None,
+    shown_as: str | None = None,
 ) -> None:
-    """The run's end: its state (COMPLETED, FAILED, CRASHED, CANCELLED) and outcome."""
+    """The run's end: its state (COMPLETED, FAILED, CRASHED, CANCELLED) and outcome;
+    `shown_as`: the state's name as Prefect shows it (the decision: Released, No retrain)."""
     before = last_run.read(paths) or {}
     if before.get("id") not in (None, run_id) and before.get("state") == RUNNING:
         # A hook runs after the run lock is let go: a newer run may hold it and be recorded.
@@ -112,6 +114,7 @@ def record_end(
             "id": run_id,
             "name": name,
             "state": state,
+            "shown_as": shown_as or state,
             "message": message,
             "started": before.get("started") if before.get("id") == run_id else None,
             "finished": clock.stamp(),

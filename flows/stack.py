@@ -209,6 +209,8 @@ def command(
         return [
             str(bin_dir / "mlflow"),
             "server",
+            "--app-name",  # its UI opens in the model-training layout (flows/mlflow_ui.py)
+            "plumber",
             "--host",
             HOST,
             "--port",

@@ -136,6 +136,8 @@ def _pull_files(
                 skipped[file_name] = str(exc)
                 seen.pop(file_name)  # read again next run, when the file may be complete
                 continue
+            if frame.empty:  # the real data has no weather for 2013-12-31: say so
+                log.warning("%s: %s", name, files.no_rows(file_name))
             # What the file holds, so a later version of it can replace exactly that, and
             # validate can name the file whose columns changed.
             days = partition_days(frame, source.partition_by, timezone)

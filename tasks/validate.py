@@ -52,7 +52,7 @@ from tasks.data.checks import (
 )  # fmt: skip
 from tasks.data.keys import NO_KEYS, distinct, shared_keys
 from tasks.data.ledger import Ledger, as_hex
-from tasks.data.schemas import SCHEMAS, References, Schema
+from tasks.data.schemas import References, Schema, schema_for
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def checked_against(sources: dict[str, Source]) -> set[str]:
 
 
 def _schema_of(source: Source, refs: References) -> Schema:
-    return SCHEMAS[source.schema_name](refs)
+    return schema_for(source.schema_name, source.watermark, refs)
 
 
 # --- I/O ----------------------------------------------------------------------------------
@@ -137,12 +137,14 @@ def checks_fingerprint(
     source: Source, schema: Schema, refs: References, cfg: ValidateParams
 ) -> str:
     """What decides a partition's result besides its bytes and the keys it shares: the
-    checks' code, the source's schema and key, validate's params and the reference codes
-    this schema checks against (a changed reference file re-checks what uses it)."""
+    checks' code, the source's schema, key and record time (its watermark), validate's
+    params and the reference codes this schema checks against (a changed reference file
+    re-checks what uses it)."""
     codes = {need: sorted(_codes_of(refs, need)) for need in schema.needs}
     params = cfg.model_dump(exclude={"batch_rows", "max_reject_rate"})
     return fingerprint(code=code_digest(*CHECK_CODE), schema=source.schema_name,
-                       key=source.key, params=params, references=codes)  # fmt: skip
+                       key=source.key, params=params, references=codes,
+                       recorded_at=schema.recorded_at)  # fmt: skip
 
 
 def _codes_of(refs: References, source: str) -> frozenset[str]:

@@ -95,3 +95,30 @@ def project(tmp_path: Path) -> MiniProject:
 @pytest.fixture
 def paths(project: MiniProject) -> Paths:
     return Paths.at(project.root)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The server-log canary (tests/server_logs.py): an error in a server's own log fails
+    the suite, naming the line, even when every test passed."""
+    from tests.server_logs import problems
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    try:
+        base = factory.getbasetemp() if factory is not None else None
+    except (OSError, ValueError):
+        base = None
+    if base is None or not base.exists():
+        return
+    found = problems(base)
+    if not found:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["server-log canary: errors in the servers' own logs (tests/server_logs.py):",
+             *found]  # fmt: skip
+    if reporter is not None:
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        print("\n".join(lines))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -311,7 +311,9 @@ def wait_for_http(url: str, server: Any, what: str, timeout: float = 120) -> Non
             urllib.request.urlopen(url, timeout=2).close()
             return
         except OSError:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert server.poll() is None, (
+                server.stderr.read().decode()[-2000:] if server.stderr else f"{what} exited"
+            )
             assert time.monotonic() < deadline, f"{what} did not answer in {timeout:g} s"
             time.sleep(0.5)
 
@@ -353,3 +355,46 @@ def kill(proc: Any) -> None:
     """SIGKILL a test's helper process, reap it and close its pipes."""
     proc.kill()
     proc.communicate()
+
+
+# Flow-run state types: ended, and still in progress.
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+BUSY_STATES = {"RUNNING", "PENDING", "CANCELLING"}
+DECISIONS = {"Released", "Rejected", "No change", "No retrain"}  # flows/summary.py
+
+
+def prefect_call(url: str, body: Any = None) -> Any:
+    """POST `body` as JSON to a Prefect API URL; its answer, decoded."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        text = answer.read()
+    return json.loads(text) if text else None
+
+
+def scheduled_runs_ended(api: str) -> list[dict[str, Any]]:
+    """Flow runs that Prefect's scheduler created (auto_scheduled) and that have ended."""
+    try:
+        runs = prefect_call(f"{api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC"})
+    except OSError:  # the server busy or restarting: nothing known yet
+        return []
+    return [r for r in runs if r["auto_scheduled"] and r["state_type"] in FINAL_STATES]
+
+
+def stop_scheduling(api: str, deployment_id: str, timeout: float = 600) -> None:
+    """Pause a deployment (the runs it queued meanwhile are not wanted) and wait until no
+    flow run is in progress."""
+    import time
+
+    prefect_call(f"{api}/deployments/{deployment_id}/pause_deployment")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = prefect_call(f"{api}/flow_runs/filter", {})
+        if not [r for r in runs if r["state_type"] in BUSY_STATES]:
+            return
+        time.sleep(2)

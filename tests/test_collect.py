@@ -217,14 +217,21 @@ def test_bad_file_can_be_skipped_and_is_retried(project: MiniProject) -> None:
     assert weather["rows"] == 144 and weather["skipped_files"] == {}
 
 
-def test_a_header_only_file_adds_nothing_and_is_seen(project: MiniProject) -> None:
+def test_a_header_only_file_adds_nothing_is_seen_and_is_said(
+    project: MiniProject, caplog: pytest.LogCaptureFixture
+) -> None:
     project.drop_weather(DAY)
     project.drop_weather(
         DAY + dt.timedelta(days=1), weather_rows(DAY).iloc[0:0]
-    )  # no rows that day
-    weather = run(project)["sources"]["weather"]
+    )  # no rows that day, as the real data has none for 2013-12-31
+    with caplog.at_level("WARNING", logger="tasks.collect"):
+        weather = run(project)["sources"]["weather"]
     assert weather["rows"] == 72 and list(weather["partitions"]) == ["2013-03-01.parquet"]
     assert "weather_2013-03-02.csv" in weather["files_seen"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        "weather: weather_2013-03-02.csv has a header and no rows: no data for 2013-03-02 from it"
+    ]
 
 
 def test_unknown_source_name(project: MiniProject) -> None:

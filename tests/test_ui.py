@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,8 +67,29 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A fresh copy after a released run and a rejected one, its local Prefect server up."""
+def port_4200_taken() -> Iterator[None]:
+    """Prefect's default port held by another program (another checkout's server, say), as
+    on a shared machine: each checkout's UI must still show its own server's runs."""
+    import socket
+
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 4200))
+        holder.listen()
+    except OSError:  # already taken by something else: the same situation
+        pass
+    try:
+        yield
+    finally:
+        holder.close()
+
+
+@pytest.fixture(scope="module")
+def two_runs(
+    tmp_path_factory: pytest.TempPathFactory, port_4200_taken: None
+) -> Iterator[dict[str, Any]]:
+    """A fresh copy after a released run and a rejected one, its local Prefect server up
+    (on another port than 4200, which is taken)."""
     from flows import local_server
     from tasks.core.paths import Paths
 
@@ -75,14 +97,19 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     sh(repo, str(BIN / "plumber"), "demo", "init", "--now", "2013-01-04")
     small_demo_params(repo, release=LENIENT_GATE)
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "small demo")
-    sh(repo, str(BIN / "plumber"), "run")
+    first = sh(repo, str(BIN / "plumber"), "run")
     # The same data, a latency budget no model meets: the candidate is rejected.
     sh(repo, str(BIN / "plumber"), "run", "--set", "release.max_p99_latency_ms=0.001")
     sh(repo, str(BIN / "dvc"), "plots", "show")
     state = local_server.read_state(Paths.at(repo))
     assert state is not None, "plumber run left no local Prefect server"
+    assert state["port"] != 4200
+    # The link Prefect prints for the run ("View at ..."), as a user would copy it.
+    links = re.findall(
+        r"View at (http\S+/runs/flow-run/[0-9a-f-]{36})", first.stderr + first.stdout
+    )
     try:
-        yield {"repo": repo, "prefect": state["url"], "api": f"{state['url']}/api", "train": json.loads((repo / "models/train.json").read_text())}  # fmt: skip
+        yield {"repo": repo, "prefect": state["url"], "api": f"{state['url']}/api", "train": json.loads((repo / "models/train.json").read_text()), "links": links}  # fmt: skip
     finally:
         local_server.stop(Paths.at(repo))
 
@@ -97,12 +124,13 @@ def mlflow_ui(two_runs: dict[str, Any]) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = f"sqlite:///{repo / 'var/mlflow/mlflow.db'}"
+    log = (repo / "var" / "mlflow-ui.log").open("ab")  # read by the server-log canary
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port),
+        [str(BIN / "mlflow"), "ui", "--app-name", "plumber", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", store],
-        cwd=repo, env=env_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+        cwd=repo, env=env_for(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    log.close()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", server, "the MLflow UI")
@@ -110,22 +138,31 @@ def mlflow_ui(two_runs: dict[str, Any]) -> Iterator[str]:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
-        server.stderr.close()
 
 
 @pytest.fixture(scope="module")
-def page(chromium: Path) -> Iterator[Any]:
+def browser(chromium: Path) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        launched = driver.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-            tab.set_default_timeout(WAIT_MS)
-            yield tab
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def new_tab(browser: Any) -> Any:
+    """A tab in a context of its own: an empty profile (no cookies, no local storage)."""
+    tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    tab.set_default_timeout(WAIT_MS)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any) -> Any:
+    return new_tab(browser)
 
 
 def shoot(page: Any, name: str) -> None:
@@ -166,6 +203,41 @@ def test_prefect_shows_each_run_by_its_decision(two_runs, page) -> None:
     page.goto(f"{two_runs['prefect']}/runs/flow-run/{run['id']}")
     shows(page, run["name"], "Rejected", "decision:rejected", "candidate:2")
     shoot(page, "prefect-flow-run")
+
+
+def test_the_link_prefect_prints_opens_the_run_in_this_checkouts_ui(two_runs, browser) -> None:
+    """Port 4200 is held by another listener: the checkout's server runs elsewhere, and its
+    UI must call its own API (GET /ui-settings), not whatever answers on 4200."""
+    with urllib.request.urlopen(f"{two_runs['prefect']}/ui-settings", timeout=30) as answer:
+        assert json.loads(answer.read())["api_url"] == two_runs["api"]
+    released = flow_runs(two_runs["api"])["Released"]
+    assert two_runs["links"] == [f"{two_runs['prefect']}/runs/flow-run/{released['id']}"]
+    tab = new_tab(browser)
+    tab.goto(f"{two_runs['prefect']}/")  # from the home page, as a person would
+    tab.get_by_role("link", name="Runs").first.click()
+    shows(tab, released["name"], "Released")
+    tab.goto(two_runs["links"][0])
+    shows(tab, released["name"], "Released", "decision:released")
+    shoot(tab, "prefect-printed-link")
+    tab.context.close()
+
+
+def test_a_new_browser_lands_in_model_training_from_the_mlflow_home_page(
+    two_runs, mlflow_ui, browser
+) -> None:
+    tab = new_tab(browser)
+    tab.goto(f"{mlflow_ui}/")
+    tab.get_by_role("link", name="Experiments").first.click()
+    tab.get_by_role("link", name="plumber", exact=True).first.click()
+    # The experiment page settles on its layout's default tab: the runs, in Model training.
+    tab.wait_for_url("**/experiments/*/runs?workflowType=machine_learning**")
+    body = shows(tab, "Runs", "Models", "Model registry")
+    for genai in ("Observability", "Judges", "Evaluation runs", "Detect Issues"):
+        assert genai not in body, f"{genai!r} on the experiment page: the GenAI layout"
+    shoot(tab, "mlflow-experiment-from-home")
+    tab.get_by_role("link", name="Model registry").first.click()
+    shows(tab, "flight-delay")
+    tab.context.close()
 
 
 def test_the_run_summary_artifact_renders_its_stage_table(two_runs, page) -> None:

@@ -220,3 +220,25 @@ def test_reject_rate_above_threshold_fails_and_keeps_the_previous_version(
     assert after == before
     assert (project.root / "reports/validation.json").read_bytes() == report_before
     assert not (project.root / "data/.validate.staging").exists()
+
+
+def test_the_watermark_column_is_the_sources_setting_not_the_schemas(tmp_path) -> None:
+    """A user's flights table with no `updated_at`, collected by `watermark: time_hour`:
+    every row is valid, and the record time checked is the watermark's."""
+    project = MiniProject(tmp_path)
+    rows = flight_rows(DAY, 6).drop(columns=["updated_at"])
+    with project.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE flights"))
+    project.add_flights(rows)
+    sources = project.sources()
+    sources["flights"]["watermark"] = "time_hour"
+    project.write_params(sources)
+    project.drop_weather(DAY)
+    report = pipeline(project)["flights"]
+    assert report["rows_out"] == 6 and report["quarantined"] == 0, report
+
+    future = rows.assign(time_hour=dt.datetime(2099, 1, 1), flight=rows["flight"] + 50)
+    project.add_flights(future.iloc[[0]])
+    report = pipeline(project)["flights"]
+    assert report["rows_out"] == 6 and report["quarantined"] == 1, report
+    assert quarantine(project, "flights")["_reasons"].tolist() == ["time_hour: in the future"]

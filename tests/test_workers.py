@@ -27,7 +27,15 @@ import pytest
 from flows import stack
 from tasks.core.paths import Paths
 from tasks.core.stack import read_profile
-from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params
+from tests.factories import (
+    DECISIONS,
+    LENIENT_GATE,
+    copy_repo,
+    env_for,
+    scheduled_runs_ended,
+    small_demo_params,
+    stop_scheduling,
+)
 from tests.test_shared_stack import data_versions, experiment_runs
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres]
@@ -271,3 +279,35 @@ def kill_machine(home: Path) -> list[int]:
 def _log(world: dict[str, Any], name: str) -> str:
     path = world["base"] / name / "worker.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.timeout(1800)
+def test_the_scheduler_fires_the_deployed_flow_and_a_fresh_worker_runs_it(
+    world: dict[str, Any],
+) -> None:
+    """Nothing started by hand: a one-minute schedule on the deployment (as `prefect
+    deployment schedule create` adds one), and a worker; the stack's scheduler creates the
+    run by itself, the worker clones and runs it, and it ends in its decision state."""
+    added = subprocess.run(
+        [PREFECT, "deployment", "schedule", "create", "plumber/plumber-daily", "--cron",
+         "* * * * *", "--timezone", "UTC"],
+        cwd=world["base"], env=world["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    api = world["env"]["PREFECT_API_URL"]
+    worker = start_worker(world, "machine-a")
+    try:
+        deadline = time.monotonic() + 1500
+        while not (ended := scheduled_runs_ended(api)) and time.monotonic() < deadline:
+            assert worker.poll() is None, _log(world, "machine-a")[-4000:]
+            time.sleep(3)
+        assert ended, "no scheduled run ended:\n" + _log(world, "machine-a")[-4000:]
+        run = ended[0]
+        stop_scheduling(api, run["deployment_id"])
+    finally:
+        stop_worker(worker)
+    log = _log(world, "machine-a")
+    print(log[-3000:])
+    assert run["state_type"] == "COMPLETED", log[-4000:]
+    assert run["state_name"] in DECISIONS and run["auto_scheduled"] is True, run["state_name"]
+    assert f"submitting flow run '{run['id']}'" in log  # this worker took it

@@ -26,6 +26,14 @@ class ConfigError(PlumberError):
     exit_code = EXIT_USAGE
 
 
+class NotFound(PlumberError):
+    """What the command was asked about does not exist (a model version, an alias): the
+    caller's mistake, so exit 2 like bad usage, never 1 (which `reproduce` keeps for
+    "rebuilt and differs")."""
+
+    exit_code = EXIT_USAGE
+
+
 class SourceError(PlumberError):
     """An upstream system could not be read; the message names the source and the problem."""
 

@@ -22,7 +22,7 @@ from tasks.core.io import parquet_bytes
 from tasks.data.checks import IN_THE_FUTURE, REASONS, check_columns, check_frame
 from tasks.data.keys import NO_KEYS, index_of
 from tasks.data.ledger import KEYS_FILE, QUARANTINED, VALID, Checked, as_hex, keys_bytes
-from tasks.data.schemas import SCHEMAS, References, to_pandera
+from tasks.data.schemas import References, schema_for, to_pandera
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class PartitionOutputs:
 
 
 def check_batch(job: CheckJob) -> list[PartitionOutputs]:
-    schema = SCHEMAS[job.source.schema_name](job.refs)
+    schema = schema_for(job.source.schema_name, job.source.watermark, job.refs)
     frames = [pd.read_parquet(io.BytesIO(data)) for _, _, data in job.parts]
     for (part, _, _), frame in zip(job.parts, frames, strict=True):
         check_columns(job.name, schema, frame, where=part)

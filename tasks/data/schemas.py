@@ -8,7 +8,7 @@ names them in ``needs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pandera.pandas as pa
@@ -158,6 +158,31 @@ SCHEMAS = {
     "airports": airports,
     "airlines": airlines,
 }
+
+
+def schema_for(schema_name: str, watermark: str | None, refs: References) -> Schema:
+    """The named schema as a source with this watermark column has it (the source's own
+    setting, not the demo's `updated_at`): see `with_watermark`."""
+    return with_watermark(SCHEMAS[schema_name](refs), watermark)
+
+
+def with_watermark(schema: Schema, watermark: str | None) -> Schema:
+    """The schema whose record time is the source's watermark column.
+
+    A schema names when a row was recorded (`recorded_at`: not in the future, not before
+    the event). A source whose watermark is another timestamp column of the schema (a
+    flights table whose watermark is `time_hour`) records no `updated_at`: the watermark
+    column is then the record time. A watermark the schema does not know (a number, a
+    column of the user's own) leaves no record time to check.
+    """
+    if schema.recorded_at is None or watermark == schema.recorded_at:
+        return schema
+    fields = {name: f for name, f in schema.fields.items() if name != schema.recorded_at}
+    known = watermark is not None and watermark in fields and fields[watermark].kind == "timestamp"
+    if not known:
+        return replace(schema, fields=fields, recorded_at=None, happened_at=None)
+    happened = None if watermark == schema.happened_at else schema.happened_at
+    return replace(schema, fields=fields, recorded_at=watermark, happened_at=happened)
 
 
 def to_pandera(schema: Schema) -> pa.DataFrameSchema:

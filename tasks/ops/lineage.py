@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tasks.core.errors import ConfigError, StepError
+from tasks.core.errors import ConfigError, NotFound, StepError
 from tasks.core.paths import Paths
 from tasks.lineage import record
 
@@ -61,7 +61,7 @@ def resolve(client: Any, model_name: str, ref: str) -> Ref:
         what = f"version {version} of model {name}"
         got = tracking.find(what, lambda: client.get_model_version(name, version))
     if got is None:
-        raise StepError(f"there is no {what} in the registry")
+        raise NotFound(f"there is no {what} in the registry: see `plumber releases`")
     if not got.run_id:
         raise StepError(f"{what} names no MLflow run: it was not registered by plumber")
     return Ref(got.run_id, name, str(got.version))

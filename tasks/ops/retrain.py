@@ -51,7 +51,10 @@ def decide(
     if last is None:
         return Verdict(True, "no trained model yet")
     days = (now - last.finished).total_seconds() / 86400
-    seen = f"{new_rows:,} new rows since {last.newest_day}, last training {days:.1f} days ago"
+    when = (f"last training {days:.1f} days ago" if days >= 0 else
+            f"last training recorded {-days:.1f} days ahead of this machine's clock (the "
+            "clock moved back: days since training do not count)")  # fmt: skip
+    seen = f"{new_rows:,} new rows since {last.newest_day}, {when}"
     if new_rows >= rule.new_rows:
         return Verdict(True, f"{seen} (schedule.retrain_when.new_rows: {rule.new_rows:,})")
     if days >= rule.days_since_training:

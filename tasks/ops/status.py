@@ -125,7 +125,9 @@ def format_status(data: dict[str, Any]) -> str:
     if run:
         release = f", release {run['decision']}" if run.get("decision") else ""
         when = f"at {run['finished']}" if run.get("finished") else f"since {run.get('started')}"
-        lines.append(f"last run: {run['name']} {run['state']} {when}{release}")
+        # The state as Prefect shows it: the decision (Released, No retrain), not COMPLETED.
+        lines.append(f"last run: {run['name']} {run.get('shown_as') or run['state']} {when}"
+                     f"{release}")  # fmt: skip
         if run.get("reason") or (run["state"] not in ("COMPLETED", RUNNING) and run.get("message")):
             lines.append(f"  {run.get('reason') or run.get('message')}")
         previous = run.get("previous")

@@ -161,7 +161,7 @@ def format_history(name: str, entries: list[dict[str, Any]]) -> str:
     if not entries:
         return f"{name}: no releases yet"
     lines = [
-        f"{'#':>3}  {'when (UTC)':<25}{'action':<10}{'from':>5} -> {'to':<5}{'forced':<8}reason"
+        f"{'#':>3}  {'when (UTC)':<27}{'action':<10}{'from':>5} -> {'to':<5}{'forced':<8}reason"
     ]
     for e in entries:
         lines.append(

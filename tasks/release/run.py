@@ -36,7 +36,7 @@ import pandas as pd
 
 from tasks.core import clock, journal, tracking
 from tasks.core.config import Params
-from tasks.core.errors import StepError
+from tasks.core.errors import NotFound, StepError
 from tasks.core.io import read_json, require, write_json
 from tasks.core.paths import Paths
 from tasks.lineage import record
@@ -285,7 +285,7 @@ def rollback(params: Params, paths: Paths, reason: str, to: str | None = None) -
                             "name one with --to")  # fmt: skip
         chosen = registry.version(client, name, target)
         if chosen is None:
-            raise StepError(f"{name} has no version {target}")
+            raise NotFound(f"{name} has no version {target}: see `plumber releases`")
         if "smoke.latency_p99_ms" not in chosen.tags:
             raise StepError(f"version {target} never passed the smoke test; it cannot serve")
         if target == str(current.version):

@@ -5,13 +5,18 @@ champion by default) once, and scores raw joined rows posted as JSON.
     GET  /health        {"model", "version", "run_id", "columns"}: what is served, and its input
     POST /invocations   {"dataframe_split": {"columns": [...], "data": [[...], ...]}}
                         or {"dataframe_records": [{column: value, ...}, ...]}
-                        -> {"predictions": [{"probability": 0.31, "warn": false}, ...]}
+                        -> {"predictions": [{"probability": 0.31, "warn": false,
+                                             "unknown": ["origin: LAX"]}, ...]}
+    GET  /invocations   405, Allow: POST
 
 The request formats are MLflow's, so a client can move between this and `mlflow models
 serve`. What this adds: optional columns may be left out (scored as missing), and a bad
 request is answered 400 with one JSON message naming the problem ({"error_code":
-"BAD_REQUEST", "message": "missing required column(s): year, distance"}), never a traceback
-or a path of the server's. The pure parts (`parse`, `score`) are tested without a socket.
+"BAD_REQUEST", "message": "missing required column(s): year, distance"}; a required value
+left empty, a value out of its range, a date that does not exist), never a traceback or a
+path of the server's; and each prediction lists the codes the model never trained on
+(`unknown`: scored as an unseen value), whose rows are counted in the server's log.
+The pure parts (`parse`, `score`) are tested without a socket.
 """
 
 from __future__ import annotations
@@ -70,17 +75,76 @@ def parse(body: bytes) -> pd.DataFrame:
     return pd.DataFrame.from_records(value)
 
 
+# The values a served row may hold, as validate holds every collected row to them
+# (tasks/data/schemas.py: flights): a value outside is the caller's error, not the model's.
+RANGES = {"month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59),
+          "distance": (1, 10000)}  # fmt: skip
+# Codes the model looks up in its vocabularies: one it never trained on is scored as
+# "unknown", and the answer says so.
+LOOKED_UP = ("carrier", "origin", "dest")
+
+
 def score(model: Any, rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The model's prediction per row; BadRequest naming a missing column or a bad value."""
+    """The model's prediction per row, with the codes it did not know (`unknown`: scored
+    as an unseen value); BadRequest naming a missing column or a bad value."""
     if rows.empty:
         raise BadRequest("no rows to score")
     try:
-        prepared = plain_rows(conform(rows))
+        typed = conform(rows)
     except ValueError as exc:  # conform names the column and the value
         raise BadRequest(str(exc)) from None
-    scored = model.predict(prepared)
-    return [{"probability": float(p), "warn": bool(w)}
-            for p, w in zip(scored["probability"], scored["warn"], strict=True)]  # fmt: skip
+    check_values(typed)
+    scored = model.predict(plain_rows(typed))
+    unknown = unknown_codes(typed, known_codes(model))
+    if any(unknown):
+        log.warning(
+            "%d of %d row(s) hold codes the model never trained on",
+            sum(map(bool, unknown)),
+            len(unknown),
+        )
+    pairs = zip(scored["probability"], scored["warn"], unknown, strict=True)
+    return [{"probability": float(p), "warn": bool(w), "unknown": u} for p, w, u in pairs]
+
+
+def check_values(rows: pd.DataFrame) -> None:
+    """BadRequest naming the first column, row and value that no flight can have: a
+    required column left empty, a value out of its range, a date that does not exist."""
+    for column, (_, optional) in columns.INPUT.items():
+        empty = rows[column].isna().to_numpy()
+        if not optional and empty.any():
+            raise BadRequest(f"column {column}: row {int(empty.argmax())} is empty, and the "
+                             f"column is required")  # fmt: skip
+    for column, (low, high) in RANGES.items():
+        outside = ~rows[column].between(low, high).to_numpy()
+        if outside.any():
+            row = int(outside.argmax())
+            raise BadRequest(f"column {column}: {rows[column].iloc[row]} (row {row}) is out of "
+                             f"range [{low}, {high}]")  # fmt: skip
+    dates = pd.to_datetime(rows[["year", "month", "day"]], errors="coerce").isna().to_numpy()
+    if dates.any():
+        row = int(dates.argmax())
+        year, month, day = (int(rows[c].iloc[row]) for c in ("year", "month", "day"))
+        raise BadRequest(f"row {row}: {year}-{month:02d}-{day:02d} (year, month, day) is not "
+                         "a date")  # fmt: skip
+
+
+def known_codes(model: Any) -> dict[str, set[str]]:
+    """The codes the model's encoders hold per looked-up column (none known: empty)."""
+    try:
+        encoders = model.unwrap_python_model().encoders
+    except AttributeError:  # not plumber's packaged model
+        return {}
+    return {column: set(encoders.vocab.get(column, [])) for column in LOOKED_UP}
+
+
+def unknown_codes(rows: pd.DataFrame, known: dict[str, set[str]]) -> list[list[str]]:
+    """Per row, 'column: value' for each looked-up code the model never trained on."""
+    found: list[list[str]] = [[] for _ in range(len(rows))]
+    for column, codes in known.items():
+        for row, value in enumerate(rows[column].tolist()):
+            if value is not None and value == value and value not in codes:
+                found[row].append(f"{column}: {value}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -104,6 +168,10 @@ def handler_for(served: Served) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, "ok", "text/plain")
             elif self.path == "/health":
                 self._json(HTTPStatus.OK, served.health())
+            elif self.path == "/invocations":
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED",
+                            "POST /invocations with a JSON body (GET /health lists the "
+                            "columns)", allow="POST")  # fmt: skip
             else:
                 self._error(HTTPStatus.NOT_FOUND, "NOT_FOUND",
                             f"no {self.path}: GET /ping, /health; POST /invocations")  # fmt: skip
@@ -132,15 +200,21 @@ def handler_for(served: Served) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(HTTPStatus.OK, {"predictions": predictions})
 
-        def _error(self, status: HTTPStatus, code: str, message: str) -> None:
-            self._json(status, {"error_code": code, "message": message})
+        def _error(
+            self, status: HTTPStatus, code: str, message: str, allow: str | None = None
+        ) -> None:
+            self._json(status, {"error_code": code, "message": message}, allow)
 
-        def _json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            self._send(status, json.dumps(payload), "application/json")
+        def _json(
+            self, status: HTTPStatus, payload: dict[str, Any], allow: str | None = None
+        ) -> None:
+            self._send(status, json.dumps(payload), "application/json", allow)
 
-        def _send(self, status: HTTPStatus, text: str, kind: str) -> None:
+        def _send(self, status: HTTPStatus, text: str, kind: str, allow: str | None = None) -> None:
             body = text.encode()
             self.send_response(status)
+            if allow:
+                self.send_header("Allow", allow)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -156,7 +230,7 @@ def load(paths: Any, name: str, version: str = "champion") -> Served:
     """A registered version (a number, or an alias such as `champion`), loaded once."""
     import mlflow
 
-    from tasks.core.errors import StepError
+    from tasks.core.errors import NotFound
     from tasks.release import registry
 
     client = registry.connect(paths)
@@ -164,7 +238,7 @@ def load(paths: Any, name: str, version: str = "champion") -> Served:
         got = (client.get_model_version(name, version) if version.isdigit()
                else client.get_model_version_by_alias(name, version))  # fmt: skip
     except mlflow.exceptions.MlflowException:
-        raise StepError(f"{name} has no version or alias {version!r}: see `plumber releases`"
+        raise NotFound(f"{name} has no version or alias {version!r}: see `plumber releases`"
                         ) from None  # fmt: skip
     model = mlflow.pyfunc.load_model(f"models:/{name}/{got.version}")
     return Served(model, name, str(got.version), str(got.run_id))

@@ -98,3 +98,73 @@ def test_password_in_params_is_refused() -> None:
 def test_postgresql_table(tmp_path, pg_url: str, pg_table: str) -> None:
     project = MiniProject(tmp_path, db_url=pg_url, table=pg_table)
     check_connector(project, source(pg_url, table=pg_table))
+
+
+def test_a_table_without_the_watermark_column_names_the_params_key(project: MiniProject) -> None:
+    project.add_flights(flight_rows(dt.date(2013, 3, 1), 2))
+    with pytest.raises(ConfigError, match=(
+        r"collect.sources.flights.watermark: column 'changed_at' is not in table 'flights' "
+        r"\(its columns: year, month, day, .*updated_at\)"
+    )) as err:  # fmt: skip
+        pulled(source(project.db_url, watermark="changed_at"), since="2013-03-01T00:00:00Z")
+    assert err.value.exit_code == 2
+
+
+@pytest.fixture
+def new_york_db(pg_database: str) -> str:
+    """A database whose sessions are in New York time (its `timezone` setting), as an
+    operations database in New York may well be."""
+    import psycopg
+
+    name = pg_database.rsplit("/", 1)[1]
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'America/New_York'")
+        assert conn.execute("SHOW timezone").fetchone() is not None
+    with psycopg.connect(pg_database) as conn:  # a new session takes the setting
+        assert conn.execute("SHOW timezone").fetchone() == ("America/New_York",)
+    return pg_database
+
+
+@pytest.mark.postgres
+def test_a_new_york_session_loses_no_row_corrected_after_the_watermark(new_york_db: str) -> None:
+    """A user's own table written with DataFrame.to_sql: `updated_at` and `time_hour` are
+    `timestamp with time zone`. Ten rows corrected in place two hours after the watermark
+    are read again, from a table source and from a query source, and a lost day's rows are
+    read back exactly, whatever zone the session is in."""
+    import sqlalchemy as sa
+
+    from tasks.data.partitions import day_span, max_watermark
+
+    rows = pd.concat([flight_rows(dt.date(2013, 3, 1), 20),
+                      flight_rows(dt.date(2013, 3, 2), 20, first_flight=100)])  # fmt: skip
+    for column in ("time_hour", "updated_at"):
+        rows[column] = pd.to_datetime(rows[column], utc=True)
+    engine = sa.create_engine(new_york_db)
+    rows.to_sql("flights", engine, index=False)
+    with engine.connect() as conn:
+        kinds = dict(conn.execute(sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'flights'")).fetchall())  # fmt: skip
+    assert kinds["updated_at"] == kinds["time_hour"] == "timestamp with time zone"
+
+    table = source(new_york_db)
+    watermark = max_watermark(pd.concat(pulled(table, chunk_rows=100))["updated_at"])
+    assert watermark == "2013-03-03T05:00:00+00:00"  # local midnight after March 2
+    with engine.begin() as conn:  # ten rows of March 1 corrected two hours later
+        conn.execute(sa.text(
+            "UPDATE flights SET dep_delay = dep_delay + 60, "
+            "updated_at = TIMESTAMPTZ '2013-03-03 07:00:00+00' WHERE flight <= 10"))  # fmt: skip
+    query = source(new_york_db, table=None, query="SELECT * FROM flights")
+    for src in (table, query):
+        chunks = pulled(src, since=watermark, chunk_rows=100)
+        assert chunks, f"no row read past {watermark} ({src.table or src.query})"
+        again = pd.concat(chunks)
+        corrected = again[pd.to_datetime(again["updated_at"], utc=True) > pd.Timestamp(watermark)]
+        assert sorted(corrected["flight"]) == list(range(1, 11)), src.table or src.query
+        assert (corrected["dep_delay"] >= 60).all()
+
+    lost = [day_span("2013-03-02", "America/New_York")]
+    for src in (table, query):
+        day = pd.concat(list(read_sql("flights", src, since=None, chunk_rows=100, spans=lost)))
+        assert sorted(day["flight"]) == list(range(100, 120)), src.table or src.query
+    engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,19 @@ def test_every_command_has_help_with_an_example() -> None:
     assert main(["reproduce"]) == 2  # neither a version nor --all-released
     assert main(["reproduce", "3", "--all-released"]) == 2
     assert main(["bogus"]) == 2
+
+
+@pytest.mark.slow  # a fresh process per help page
+def test_help_lists_every_command_with_a_whole_sentence() -> None:
+    """On an 80-column terminal, as in a pipe: no description cut with '...'."""
+    for command in ([], ["server"], ["demo"], ["stack"]):
+        out = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"],
+                             capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+        listed = out.stdout.partition("Commands:")[2].partition("Examples")[0]
+        lines = [line for line in listed.splitlines() if line.strip()]
+        assert lines and all(line.rstrip().endswith(".") for line in lines), lines
+        assert "..." not in listed, listed
 
 
 def test_status_survives_a_corrupt_mlflow_store(tmp_path: Path, capsys) -> None:

@@ -138,6 +138,9 @@ def test_a_run_without_new_data_skips_featurize_train_and_evaluate(repo: Path) -
     assert report["retrain"]["reason"].startswith("0 new rows since 2013-01-03")
     assert state.name == "No retrain" and state.message == report["retrain"]["reason"]
     assert "decision:no-retrain" in flow_run_tags(state)
+    # `plumber status` names the run's decision, as Prefect's UI does, not COMPLETED.
+    [line] = [x for x in plumber(repo, "status").splitlines() if x.startswith("last run:")]
+    assert " No retrain at " in line and "COMPLETED" not in line, line
 
 
 def test_after_a_new_day_the_run_retrains(repo: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -249,6 +249,10 @@ def test_a_bad_set_is_exit_2_before_the_flow_starts(tmp_path: Path, capsys) -> N
     assert "error: overrides: train.lr: Input should be greater than 0" in capsys.readouterr().err
     assert main(["--root", str(tmp_path), "run", "--set", "serve.cron=x"]) == 2
     assert "only validate, featurize, train, evaluate, release" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path), "run", "--set", "train.hidden=[64"]) == 2
+    said = capsys.readouterr().err
+    assert said.strip() == ("error: --set train.hidden: '[64' is not a YAML value (expected ',' "
+                            "or ']', but got '<stream end>'); e.g. train.hidden=[64,32]")  # fmt: skip
     assert (tmp_path / "params.yaml").read_text() == before
     assert not (tmp_path / "var" / "last_run.json").exists()  # no flow run was started
 

@@ -45,6 +45,8 @@ def test_started_once_reused_pruned_and_stopped(paths: Paths) -> None:
     assert url == f"http://127.0.0.1:{cfg.port}/api" and said[0].startswith("starting the local")
     first = local_server.read_state(paths)
     assert first is not None and local_server.healthy(first["url"])
+    # Its UI calls this server, not the one on Prefect's default port (4200).
+    assert httpx.get(f"{first['url']}/ui-settings", timeout=30).json()["api_url"] == url
     started = len(said)  # "starting ...", and on a busy machine "still waiting ..." lines
     assert local_server.ensure(paths, cfg, said.append) == url  # reused: nothing started
     assert local_server.read_state(paths) == first and len(said) == started

@@ -29,6 +29,9 @@ LAST = LastTraining(newest_day="2013-06-30", finished=NOW - dt.timedelta(days=2)
          "schedule.retrain_when.days_since_training: 7"),
         (LastTraining("2013-06-30", NOW - dt.timedelta(days=6.9)), 10, None, False,
          "schedule.retrain_when: new_rows 500 or days_since_training 7"),
+        (LastTraining("2013-06-30", NOW + dt.timedelta(days=36.3)), 10, None, False,
+         "last training recorded 36.3 days ahead of this machine's clock (the clock moved "
+         "back: days since training do not count)"),
     ],
 )  # fmt: skip
 def test_decide(last, new_rows, force, retrain, says) -> None:

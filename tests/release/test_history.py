@@ -41,3 +41,17 @@ def test_two_writers_keep_every_entry(tmp_path: Path) -> None:
     assert len({(e["writer"], e["i"]) for e in entries}) == 24
     for name in ("a", "b"):  # each writer's entries in the order it wrote them
         assert [e["i"] for e in entries if e["writer"] == name] == list(range(12))
+
+
+def test_the_history_table_has_each_heading_over_its_column() -> None:
+    from tasks.release.registry import format_history
+
+    entries = [{"seq": 1, "at": "2026-12-07T19:37:51+00:00", "action": "release", "from": None,
+                "to": "1", "forced": False, "reason": "first release"},
+               {"seq": 12, "at": "2026-12-08T06:00:02+00:00", "action": "rollback", "from": "3",
+                "to": "1", "forced": True, "reason": "too noisy"}]  # fmt: skip
+    header, *rows = format_history("m", entries).splitlines()
+    for heading, value in [("when (UTC)", "2026-12-07"), ("action", "release"),
+                           ("forced", "no"), ("reason", "first release")]:  # fmt: skip
+        assert header.index(heading) == rows[0].index(value), (heading, header, rows[0])
+    assert header.index("action") == rows[1].index("rollback")

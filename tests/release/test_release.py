@@ -191,8 +191,13 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) 
 
     with pytest.raises(StepError, match="already the champion"):
         release.rollback(params, paths, reason="again", to="1")
-    with pytest.raises(StepError, match="no version 9"):
-        release.rollback(params, paths, reason="typo", to="9")
+    # An unknown reference is the caller's mistake: exit 2, one line (1 is "differs").
+    for command in (["rollback", "--reason", "typo", "--to", "999"], ["lineage", "999"],
+                    ["reproduce", "999"], ["serve-model", "--version", "999"]):  # fmt: skip
+        done = plumber(paths, *command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr[-2000:])
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "999" in lines[0] and "plumber releases" in lines[0], lines
     with pytest.raises(StepError, match="needs --reason"):
         release.run(params, paths, force=True, reason=" ")
 
@@ -427,6 +432,7 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
         assert post(port, {"dataframe_split": without_history}) == post(
             port, {"dataframe_split": with_nulls}
         )
+        example = dict(zip(columns.EXAMPLE_COLUMNS, columns.EXAMPLE_ROW, strict=True))
         status, answer = post(port, json.loads(columns.EXAMPLE_BODY))
         assert status == 200 and 0 < answer["predictions"][0]["probability"] < 1
         for body, message in [
@@ -440,6 +446,10 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
                                                 strict=True)), "distance": "far"}]},
              "column distance: 'far' is not a double"),
             (b"{not json", "the body is not JSON: "),
+            ({"dataframe_records": [{**example, "month": 13}]},
+             "column month: 13 (row 0) is out of range [1, 12]"),
+            ({"dataframe_records": [{**example, "carrier": None}]},
+             "column carrier: row 0 is empty, and the column is required"),
             ({"rows": []}, "the body must be a JSON object with one of dataframe_split, "),
         ]:  # fmt: skip
             status, answer = post(port, body)
@@ -447,6 +457,18 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
             assert answer["message"].startswith(message), answer
             assert set(answer) == {"error_code", "message"} and "Traceback" not in answer["message"]
             assert str(ROOT) not in answer["message"] and "site-packages" not in answer["message"]
+        # Codes it never trained on are scored, and said; GET is not how to ask.
+        status, answer = post(port, {"dataframe_records": [{**example, "origin": "LAX",
+                                                            "carrier": "ZZ"}, example]})  # fmt: skip
+        assert status == 200, answer
+        assert [p["unknown"] for p in answer["predictions"]] == [["carrier: ZZ", "origin: LAX"], []]
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/invocations", timeout=30)
+        except urllib.error.HTTPError as error:
+            with error:
+                assert error.code == 405 and error.headers["Allow"] == "POST"
+        else:
+            pytest.fail("GET /invocations answered 200")
         server.send_signal(signal.SIGINT)  # Ctrl-C: a normal stop
         assert server.wait(timeout=30) == 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,14 @@ def read_file(path: Path) -> pd.DataFrame:
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(f"{path.name} is not a readable Parquet file: {exc}") from None
     raise SourceError(f"{path.name}: unsupported file type {suffix!r} (csv or parquet)")
+
+
+def no_rows(file_name: str) -> str:
+    """What to say of a file that holds a header and no rows: it names the day the file
+    stands for, where its name holds one, since that day then has no data from it."""
+    day = re.search(r"\d{4}-\d{2}-\d{2}", file_name)
+    for_day = f" for {day.group()}" if day else ""
+    return f"{file_name} has a header and no rows: no data{for_day} from it"
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

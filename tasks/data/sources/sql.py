@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tasks.core.config import SqlSource
-from tasks.core.errors import SourceError
+from tasks.core.errors import ConfigError, SourceError
 from tasks.data.sources import INVALID
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def read_sql(
     ranges (naive UTC): the days of partitions that were lost, read again.
     """
     url = source.resolve_url(root)
-    engine = sa.create_engine(url)
+    engine = in_utc(sa.create_engine(url))
     try:
         # stream_results: a server-side cursor where the driver has one, so memory
         # holds one chunk, not the table.
         with engine.connect().execution_options(stream_results=True) as conn:
-            stmt, declared = _select(source, conn, since, spans)
+            stmt, declared = _select(name, source, conn, since, spans)
             for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
                 if len(chunk):  # pandas yields one empty frame when nothing matched
                     yield with_declared_types(chunk, declared)
@@ -62,6 +62,36 @@ def read_sql(
         raise SourceError(f"{name}: cannot read {safe_url(url)}: {detail}") from None
     finally:
         engine.dispose()
+
+
+# Statements that put a session in UTC, per SQLAlchemy dialect. Bounds are bound as naive
+# UTC; a database whose session is in another zone (PGTZ, a server `timezone` setting, as an
+# operations database in New York may well have) reads a naive value against a column with
+# a time zone in its own zone, and `updated_at >= W` would ask for W + 5 h: rows corrected
+# in between never collected. In UTC, naive and zoned columns compare as stored.
+UTC_SESSION = {
+    "postgresql": "SET TIME ZONE 'UTC'",
+    "mysql": "SET time_zone = '+00:00'",
+    "mariadb": "SET time_zone = '+00:00'",
+}
+
+
+def in_utc(engine: sa.Engine) -> sa.Engine:
+    """The engine, each new connection's session put in UTC (committed at once, so no
+    rollback undoes it). Databases without session zones (SQLite) are left as they are."""
+    statement = UTC_SESSION.get(engine.dialect.name)
+    if statement is not None:
+
+        def to_utc(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+            dbapi_connection.commit()
+
+        sa.event.listen(engine, "connect", to_utc)
+    return engine
 
 
 # The pandas dtype for each kind of declared column type (nullable where numpy is not).
@@ -125,6 +155,7 @@ def _declared(table: sa.Table) -> dict[str, str]:
 
 
 def _select(
+    name: str,
     source: SqlSource,
     conn: sa.Connection,
     since: Any,
@@ -140,12 +171,15 @@ def _select(
         # Values come back as the driver gives them (no per-value conversion in Python);
         # with_declared_types then casts whole columns at once.
         stmt = sa.select(*(sa.type_coerce(c, sa.types.NullType()).label(c.name) for c in table.c))
-        mark: Any = table.c[source.watermark]
+        mark: Any = _column(table, source.watermark, f"collect.sources.{name}.watermark")
         if since is not None:  # binds with the column's own type
-            stmt = stmt.where(mark >= watermark_value(since))
+            stmt = stmt.where(mark >= _for_column(mark, watermark_value(since)))
         if spans and source.partition_by:
-            column = table.c[source.partition_by]
-            stmt = stmt.where(sa.or_(*((column >= a) & (column < b) for a, b in spans)))
+            column = _column(table, source.partition_by, f"collect.sources.{name}.partition_by")
+            stmt = stmt.where(sa.or_(*(
+                (column >= _for_column(column, a)) & (column < _for_column(column, b))
+                for a, b in spans
+            )))  # fmt: skip
     else:
         stmt = sa.select(sa.literal_column("*")).select_from(sa.text(f"({source.query}) AS src"))
         mark = sa.literal_column(f"src.{source.watermark}")
@@ -164,6 +198,25 @@ def _select(
     # only after the whole pull is written, so arrival order changes no byte, and
     # sorting the table would cost the database more than the pull itself.
     return stmt, declared
+
+
+def _column(table: sa.Table, name: str, key: str) -> Any:
+    """The table's column that the params key `key` names; a clear error if it has none."""
+    if name not in table.c:
+        raise ConfigError(
+            f"{key}: column {name!r} is not in table {table.name!r} "
+            f"(its columns: {', '.join(table.c.keys())})"
+        )
+    return table.c[name]
+
+
+def _for_column(column: Any, value: Any) -> Any:
+    """A naive UTC bound made aware for a column with a time zone: compared as the instant
+    it is, whatever zone the session is in."""
+    zoned = isinstance(column.type, sa.DateTime) and column.type.timezone
+    if zoned and isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
 
 
 def watermark_value(since: Any) -> Any:
