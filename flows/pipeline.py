@@ -40,7 +40,7 @@ from flows.stages import (
 )
 from tasks.core import cluster, secrets
 from tasks.core.config import FlowParams, Params, load_params
-from tasks.core.errors import Busy, ConfigError
+from tasks.core.errors import Busy, ConfigError, DiskFull
 from tasks.core.paths import Paths
 from tasks.core.stack import profile_path
 from tasks.ops import retrain
@@ -176,14 +176,16 @@ def release_candidate(root: Path, flow_run_id: str) -> dict[str, Any]:
     return release.run(load_params(paths.params), paths, flow_run_id=flow_run_id).to_json()
 
 
-def _skipped(name: str, reason: str = "no retrain needed") -> dict[str, Any]:
+def _skipped(name: str, after: list[Any], reason: str = "no retrain needed") -> Any:
+    """The state of a step the retrain policy left out, after the steps in `after`."""
     skip: Any = skip_stage.with_options(name=name, task_run_name=name)
-    return dict(skip(name, reason, return_state=True).result())
+    return skip(name, reason, wait_for=after, return_state=True)
 
 
-def _not_busy(task: Any, task_run: Any, state: Any) -> bool:
-    # Busy already waited flow.lock_timeout_seconds for the other process: say so now.
-    return not isinstance(state.result(raise_on_failure=False), Busy)
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    # Busy already waited flow.lock_timeout_seconds for the other process: say so now. A
+    # full disk stays full: retrying would only fill it again.
+    return not isinstance(state.result(raise_on_failure=False), Busy | DiskFull)
 
 
 def _stage_task(name: str, flow_params: FlowParams) -> Any:
@@ -196,7 +198,7 @@ def _stage_task(name: str, flow_params: FlowParams) -> Any:
         task_run_name=name,
         retries=retries,
         retry_delay_seconds=[delay * 2**i for i in range(retries)] or 0,
-        retry_condition_fn=_not_busy,
+        retry_condition_fn=_worth_retrying,
     )
 
 
@@ -320,43 +322,54 @@ def _run_stages(
     wait = params.flow.lock_timeout_seconds
     results: list[dict[str, Any]] = []
     verdict: dict[str, Any] | None = None
+    # Each step waits for the one before it (`wait_for`): Prefect's run graph then draws
+    # the chain collect -> validate -> ... -> release, as `dvc dag` does.
+    after: list[Any] = []
     # With compute.workers > 1, one cluster for the run: validate and featurize share it.
     with cluster.for_the_stages(params.compute, paths.var / "dask", root=paths.root):
         for name in stages:
             if verdict is not None and not verdict["retrain"]:
-                results.append(_skipped(name))
+                after = [_skipped(name, after)]
+                results.append(dict(after[0].result()))
                 continue
             try:
                 stage = _stage_task(name, params.flow)
                 limit = params.flow.timeout_for(name)
                 force = bool(verdict and verdict["forced"])
-                state = stage(paths.root, name, run_id, wait, limit, force, return_state=True)
+                state = stage(paths.root, name, run_id, wait, limit, force, wait_for=after,
+                              return_state=True)  # fmt: skip
                 results.append(state.result())
             except Exception as exc:
                 raise StageFailed(name, exc) from exc
+            after = [state]
             if name == POLICY_AFTER:
-                verdict = retrain_policy(paths.root, params, forced, governed)
+                after = [retrain_policy(paths.root, params, forced, governed, wait_for=after,
+                                        return_state=True)]  # fmt: skip
+                verdict = after[0].result()
     if verdict is not None and not (verdict["retrain"] or verdict["judge"]):
-        results += [_skipped(name) for name in AFTER_STAGES]
+        for name in AFTER_STAGES:
+            after = [_skipped(name, after)]
+            results.append(dict(after[0].result()))
         return results, verdict, None
-    recorded = _after_stage(record_candidate, "record", paths, params, run_id)
-    results.append(
-        asdict(StageResult("record", RAN, recorded[1], note=recorded[0]["remote"]["url"]))
-    )
-    outcome, seconds = _after_stage(release_candidate, "release", paths, params, run_id)
+    recorded, seconds, after = _after_stage(record_candidate, "record", paths, params, run_id,
+                                            after)  # fmt: skip
+    results.append(asdict(StageResult("record", RAN, seconds, note=recorded["remote"]["url"])))
+    outcome, seconds, _ = _after_stage(release_candidate, "release", paths, params, run_id, after)
     results.append(asdict(StageResult("release", RAN, seconds, note=outcome["decision"])))
     return results, verdict, outcome
 
 
 def _after_stage(
-    step: Any, name: str, paths: Paths, params: Params, run_id: str
-) -> tuple[dict[str, Any], float]:
-    """One of AFTER_STAGES as its task, with its timeout; its result and seconds."""
+    step: Any, name: str, paths: Paths, params: Params, run_id: str, after: list[Any]
+) -> tuple[dict[str, Any], float, list[Any]]:
+    """One of AFTER_STAGES as its task, with its timeout, after `after`; its result, its
+    seconds, and its state (for the next step to wait for)."""
     started = time.perf_counter()
     try:
-        result = step.with_options(timeout_seconds=params.flow.timeout_for(name))(
-            paths.root, run_id
+        state = step.with_options(timeout_seconds=params.flow.timeout_for(name))(
+            paths.root, run_id, wait_for=after, return_state=True
         )
+        result = state.result()
     except Exception as exc:
         raise StageFailed(name, exc) from exc
-    return result, round(time.perf_counter() - started, 3)
+    return result, round(time.perf_counter() - started, 3), [state]

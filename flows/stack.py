@@ -34,6 +34,7 @@ from flows.local_server import HOST, ServerError, free_port, pid_alive, wait_ans
 from tasks.core import clock
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
+from tasks.core.stack import release_dvc_remote
 
 PG_ADMIN_ENV = "PLUMBER_STACK_PG"
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -343,6 +344,8 @@ def down(paths: Paths, purge: bool, say: Say) -> list[str]:
         shutil.rmtree(home(paths), ignore_errors=True)
     else:
         (home(paths) / "state.json").unlink(missing_ok=True)
+    if release_dvc_remote(paths.root):
+        say(f"the DVC remote of {paths.root} is its embedded default again (.dvc/config.local)")
     return stopped
 
 

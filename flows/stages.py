@@ -26,7 +26,7 @@ from typing import Any
 from flows.process import last_error, run_captured
 from tasks.core import progress
 from tasks.core.entry import LOG_FORMAT_ENV
-from tasks.core.errors import Busy, StepError
+from tasks.core.errors import Busy, DiskFull, StepError
 from tasks.core.progress import Bars
 from tasks.core.secrets import mask
 
@@ -175,6 +175,8 @@ def reproduce_stage(
         # DVC exits 1 whatever the stage's code: a busy stage is known by its `busy:` line.
         if any(line.startswith("busy: ") for line in tail) or _dvc_lock_race(tail):
             raise Busy(message)
+        if any(line.startswith(f"{DiskFull.kind}: ") for line in tail):
+            raise DiskFull(message)
         raise StepError(message)
     return StageResult(name, RAN, seconds)
 

@@ -30,7 +30,7 @@ from pyarrow import feather
 
 from tasks.core.batching import in_batches
 from tasks.core.config import CollectParams, FilesSource, HttpSource, Source, SqlSource, load_params
-from tasks.core.errors import SourceError
+from tasks.core.errors import DiskFull, SourceError, is_disk_full
 from tasks.core.io import (
     prefetched,
     read_json,
@@ -299,19 +299,39 @@ def run(params: CollectParams, paths: Paths, only: list[str] | None = None) -> d
     # Added to what an earlier attempt of this run counted (the flow retries a failed
     # collection, and removes the file before its first attempt).
     counts: dict[str, dict[str, int]] = read_json(paths.collect_counts, default={})
-    for name, source in sources.items():
-        if only and name not in only:
-            continue
-        held = int(manifest["sources"].get(name, {}).get("rows", 0))
-        manifest["sources"][name], read = collect_source(name, source, manifest, paths, params)
-        # Recorded per source: a later source failing keeps this one's progress.
-        write_json(paths.manifest, manifest)
-        earlier = counts.get(name, {"read": 0, "new": 0})
-        added = int(manifest["sources"][name]["rows"]) - held
-        counts[name] = {"read": earlier["read"] + read, "new": earlier["new"] + added}
-        write_json(paths.collect_counts, counts)
-    shutil.rmtree(paths.staging, ignore_errors=True)
+    try:
+        for name, source in sources.items():
+            if only and name not in only:
+                continue
+            held = int(manifest["sources"].get(name, {}).get("rows", 0))
+            manifest["sources"][name], read = collect_source(name, source, manifest, paths, params)
+            # Recorded per source: a later source failing keeps this one's progress.
+            write_json(paths.manifest, manifest)
+            earlier = counts.get(name, {"read": 0, "new": 0})
+            added = int(manifest["sources"][name]["rows"]) - held
+            counts[name] = {"read": earlier["read"] + read, "new": earlier["new"] + added}
+            write_json(paths.collect_counts, counts)
+    except OSError as exc:
+        if is_disk_full(exc):  # named here, where the folder being written is known
+            raise DiskFull.of(exc, where=paths.raw) from None
+        raise
+    finally:  # a failed pull's spool too: on a full disk it holds the space it took
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    write_rechecks(paths)
     return manifest
+
+
+def write_rechecks(paths: Paths) -> None:
+    """Tell DVC that validate is due while rows wait as "in the future": the file changes
+    on every run while any do, so validate runs even with no new data, and checks them
+    again (a clock that was behind, now right). With none waiting it stays the same, and
+    DVC skips validate as before."""
+    from tasks.core import clock
+    from tasks.data.ledger import pending_rechecks
+
+    pending = pending_rechecks(paths.validated)
+    asked = clock.now().isoformat() if pending else None  # to the microsecond: always new
+    write_json(paths.rechecks, {"pending": pending, "asked": asked})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +21,7 @@ from tasks.core.errors import SourceError
 from tasks.core.io import read_json
 from tasks.core.paths import Paths
 from tasks.data import partitions
-from tests.factories import ROOT, MiniProject, file_bytes, flight_rows, weather_rows
+from tests.factories import ROOT, MiniProject, env_for, file_bytes, flight_rows, weather_rows
 
 DAY = dt.date(2013, 3, 1)
 KEY = ["k"]
@@ -282,3 +284,40 @@ def test_killed_midway_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) ->
     assert collect_process(crashed.root).wait(timeout=300) == 0
     assert file_bytes(crashed.root / "data/raw") == file_bytes(clean.root / "data/raw")
     assert not (crashed.root / "data/raw/.staging").exists()
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A real file system of `size` mounted at `folder` (tmpfs: needs root, as CI has)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(folder)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_spool(tmp_path: Path) -> None:
+    """Collect as the stage runs it, into data/ on a real 1 MiB file system: the disk
+    fills, and the stage says so in one line, keeps its last manifest and leaves nothing
+    of the failed pull on the full disk."""
+    project = MiniProject(tmp_path / "project")
+    project.add_days(DAY, 1)
+    with small_disk(project.root / "data", "1m") as data:
+        assert collect_process(project.root).wait(timeout=300) == 0
+        before = read_json(data / "raw/manifest.json")
+        for i in range(1, 40):  # far more than 1 MiB of new partitions
+            project.add_flights(flight_rows(DAY + dt.timedelta(days=i), 400))
+        done = subprocess.run([sys.executable, "-m", "tasks.collect"], cwd=project.root,
+                              env=env_for(), capture_output=True, text=True, timeout=300)  # fmt: skip
+        lines = [line for line in done.stderr.splitlines() if " INFO " not in line]
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert lines[0].startswith(f"disk full: no space left on the device holding {data}/")
+        assert "MiB free there)" in lines[0]
+        assert read_json(data / "raw/manifest.json") == before  # the last good collection
+        assert not (data / "raw/.staging").exists()

@@ -14,7 +14,7 @@ from tasks.core.config import load_params
 from tasks.core.errors import SourceError, StepError
 from tasks.core.io import read_json
 from tasks.core.paths import Paths
-from tests.factories import MiniProject, file_bytes, flight_rows, weather_rows
+from tests.factories import ROOT, MiniProject, file_bytes, flight_rows, weather_rows
 
 DAY = dt.date(2013, 3, 1)
 NOW = dt.datetime(2013, 3, 10, tzinfo=dt.UTC)
@@ -242,3 +242,44 @@ def test_the_watermark_column_is_the_sources_setting_not_the_schemas(tmp_path) -
     report = pipeline(project)["flights"]
     assert report["rows_out"] == 6 and report["quarantined"] == 1, report
     assert quarantine(project, "flights")["_reasons"].tolist() == ["time_hour: in the future"]
+
+
+def test_rows_from_the_future_make_validate_due_on_every_run_until_their_time(
+    project: MiniProject,
+) -> None:
+    """DVC skips validate when data/raw did not change; rows quarantined as "in the future"
+    (a clock that was behind) must still be checked again, on every run, until their time
+    has come. Collect (run every time) names them in data/rechecks.json, validate's input,
+    which then changes on every run while any wait."""
+    import yaml
+
+    from tasks.core.io import read_json
+
+    paths = Paths.at(project.root)
+    params = load_params(paths.params)
+    # Rows are stamped at local midnight after their day (05:00 UTC next day); the clock
+    # behind at the start of March 2 (UTC) sees March 2's rows more than a day ahead.
+    project.add_flights(flight_rows(DAY, 6))
+    project.add_flights(flight_rows(DAY + dt.timedelta(days=1), 2, first_flight=50))
+    project.drop_weather(DAY)
+    collect.run(params.collect, paths)
+    assert read_json(paths.rechecks) == {"pending": [], "asked": None}
+    behind = dt.datetime(2013, 3, 2, tzinfo=dt.UTC)
+    report = validate.run(params, paths, now=behind)
+    assert report["flights"]["quarantined"] == 2
+
+    collect.run(params.collect, paths)  # no new data
+    first = read_json(paths.rechecks)
+    assert first["pending"] == ["flights/2013-03-02.parquet"] and first["asked"]
+    collect.run(params.collect, paths)  # and again: changed, so DVC runs validate again
+    again = read_json(paths.rechecks)
+    assert again["pending"] == first["pending"] and again["asked"] > first["asked"]
+
+    report = validate.run(params, paths, now=NOW)  # the clock right again
+    assert report["flights"]["quarantined"] == 0 and report["flights"]["rows_out"] == 8
+    collect.run(params.collect, paths)
+    assert read_json(paths.rechecks) == {"pending": [], "asked": None}  # DVC may skip again
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "data/rechecks.json" in stages["validate"]["deps"]
+    assert {"data/rechecks.json": {"cache": False}} in stages["collect"]["outs"]

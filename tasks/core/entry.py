@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tasks.core.errors import PlumberError, Stopped, report
+from tasks.core.errors import DiskFull, PlumberError, Stopped, is_disk_full, report
 
 # The flow runs each stage with this set to a format without a timestamp: it re-logs the
 # stage's lines through Prefect, which stamps them itself.
@@ -87,4 +87,8 @@ def run_step(step: Callable[[], object], stage: str | None = None) -> int:
         return 128 + exc.signum
     except PlumberError as exc:
         return report(exc)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise  # a bug or an unexpected failure: its traceback
+        return report(DiskFull.of(exc))
     return 0

@@ -42,6 +42,37 @@ class StepError(PlumberError):
     """A step found a problem in the data it must not pass on."""
 
 
+class DiskFull(StepError):
+    """A write found no space left: not transient, so never retried. Names the path and
+    what is free there."""
+
+    kind = "disk full"
+
+    @classmethod
+    def of(cls, exc: OSError, where: object = None) -> DiskFull:
+        """`where`: the folder being written, for errors that name no file (pyarrow's)."""
+        import os
+        import shutil
+        from pathlib import Path
+
+        path = Path(str(exc.filename or where or os.getcwd())).absolute()
+        where = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(where).free
+        return cls(
+            f"no space left on the device holding {path} ({free / 2**20:.1f} MiB free "
+            "there): free some space, then run again; nothing half-written was kept"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk, however the library that met it reported it."""
+    import errno
+
+    return isinstance(exc, OSError) and (
+        exc.errno == errno.ENOSPC or "No space left on device" in str(exc)
+    )
+
+
 class Busy(StepError):
     """Another process holds what this one needs; the message names it."""
 

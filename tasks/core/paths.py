@@ -46,6 +46,12 @@ class Paths:
         return self.raw / "manifest.json"
 
     @property
+    def rechecks(self) -> Path:
+        """Partitions validate must check again although their bytes did not change (rows
+        recorded in the future): written by collect, read by DVC as validate's input."""
+        return self.root / "data" / "rechecks.json"
+
+    @property
     def staging(self) -> Path:
         return self.raw / ".staging"
 

@@ -148,3 +148,21 @@ def configure_dvc_remote(root: Path) -> None:
     with config.edit("local", validate=False) as conf:
         conf.setdefault("remote", {})[REMOTE_NAME] = wanted
         conf.setdefault("core", {})["remote"] = REMOTE_NAME
+
+
+def release_dvc_remote(root: Path) -> bool:
+    """Undo `configure_dvc_remote` (the stack is down): the checkout's DVC remote is the
+    embedded default again, not an object store nobody serves. True if it was set."""
+    if not (root / ".dvc").is_dir():
+        return False
+    from dvc.config import Config
+
+    config = Config(dvc_dir=str(root / ".dvc"), validate=False)
+    local = config.load_one("local")
+    if REMOTE_NAME not in local.get("remote", {}):
+        return False
+    with config.edit("local", validate=False) as conf:
+        conf["remote"].pop(REMOTE_NAME, None)
+        if conf.get("core", {}).get("remote") == REMOTE_NAME:
+            del conf["core"]["remote"]
+    return True

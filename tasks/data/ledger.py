@@ -103,6 +103,20 @@ class Ledger:
         return rows_in, rows_out, reasons
 
 
+def pending_rechecks(validated: Path) -> list[str]:
+    """`source/partition` of each partition whose rows validate rejected as recorded in
+    the future: checked again on every run until their time has come."""
+    pending = []
+    for ledger in sorted(validated.glob(f"*/{LEDGER}")):
+        try:
+            parts = read_json(ledger)["partitions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged ledger: validate checks everything again anyway
+        pending += [f"{ledger.parent.name}/{part}" for part, entry in sorted(parts.items())
+                    if isinstance(entry, dict) and entry.get("recheck")]  # fmt: skip
+    return pending
+
+
 def output_files(part: str, validated: Path, quarantine: Path) -> dict[str, Path]:
     """Where a partition's outputs live, by their names in `Checked.outputs`."""
     return {VALID: validated / part, KEYS_FILE: key_file(validated, part),

@@ -5,6 +5,7 @@ naming it and leaves the data version, the champion and the watermarks as they w
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -77,6 +78,19 @@ def run_flow(root: Path, **parameters: Any) -> tuple[Any, dict[str, str]]:
     return state, seen
 
 
+def waited_for(state: Any) -> dict[str, list[str]]:
+    """Per task run of the flow run, the task runs it waited for (its graph edges)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=this_run, limit=100)
+    names = {str(run.id): run.name for run in runs}
+    return {run.name: sorted(names[str(parent.id)] for parent in run.task_inputs.get("wait_for", []))
+            for run in runs}  # fmt: skip
+
+
 def flow_run_tags(state: Any) -> list[str]:
     """The tags of the flow run that ended in `state`, as the server has them."""
     from prefect import get_client
@@ -112,6 +126,13 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     # The first collection reads every row and all of them are new.
     assert report["rows"]["new"]["flights"] == report["rows"]["read"]["flights"] == 842 + 943 + 914
     assert set(tasks.values()) == {"Completed"} and "release" in tasks
+    # The run graph draws the chain, as `dvc dag` does: each step waits for the one before.
+    chain = ["collect", "validate", "retrain-policy", "featurize", "train", "evaluate",
+             "record", "release"]  # fmt: skip
+    waits = waited_for(state)
+    assert {step: waits[step] for step in chain[1:]} == {
+        step: [before] for before, step in itertools.pairwise(chain)
+    }, waits
 
     from prefect import get_client
 

@@ -156,7 +156,7 @@ def test_the_mlflow_run_is_a_link_to_the_ui_that_serves_its_store(tmp_path, monk
         "url": "http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning",
     }  # fmt: skip
     makefile = (ROOT / "Makefile").read_text()
-    assert "mlflow ui --host 127.0.0.1 --port 5000 " in makefile  # the same address
+    assert "mlflow ui --app-name plumber --host 127.0.0.1 --port 5000 " in makefile  # same
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:pw@mlflow.internal:5000/")
     assert summary.mlflow_run(paths)["url"] == (
         "http://bob:***@mlflow.internal:5000/#/experiments/3/runs/r1?workflowType=machine_learning"
@@ -296,9 +296,9 @@ def test_a_stage_runs_through_dvc_and_its_failures_are_named(faulty_stages: Path
     assert time.monotonic() - started < 30
 
 
-def test_a_busy_stage_is_not_retried() -> None:
-    from flows.pipeline import _not_busy
-    from tasks.core.errors import Busy, StepError
+def test_a_busy_stage_or_a_full_disk_is_not_retried() -> None:
+    from flows.pipeline import _worth_retrying
+    from tasks.core.errors import Busy, DiskFull, StepError
 
     class Failed:
         def __init__(self, error: Exception) -> None:
@@ -307,5 +307,6 @@ def test_a_busy_stage_is_not_retried() -> None:
         def result(self, raise_on_failure: bool = True) -> Exception:
             return self.error
 
-    assert not _not_busy(None, None, Failed(Busy("another plumber run")))
-    assert _not_busy(None, None, Failed(StepError("connection reset")))
+    assert not _worth_retrying(None, None, Failed(Busy("another plumber run")))
+    assert not _worth_retrying(None, None, Failed(DiskFull("no space left")))
+    assert _worth_retrying(None, None, Failed(StepError("connection reset")))
