@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -398,3 +399,21 @@ def stop_scheduling(api: str, deployment_id: str, timeout: float = 600) -> None:
         if not [r for r in runs if r["state_type"] in BUSY_STATES]:
             return
         time.sleep(2)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Any:
+    """A real file system of `size` mounted at `folder` (tmpfs: needs root, as CI has)."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(folder)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

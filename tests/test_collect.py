@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +19,15 @@ from tasks.core.errors import SourceError
 from tasks.core.io import read_json
 from tasks.core.paths import Paths
 from tasks.data import partitions
-from tests.factories import ROOT, MiniProject, env_for, file_bytes, flight_rows, weather_rows
+from tests.factories import (
+    ROOT,
+    MiniProject,
+    env_for,
+    file_bytes,
+    flight_rows,
+    small_disk,
+    weather_rows,
+)
 
 DAY = dt.date(2013, 3, 1)
 KEY = ["k"]
@@ -284,20 +290,6 @@ def test_killed_midway_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) ->
     assert collect_process(crashed.root).wait(timeout=300) == 0
     assert file_bytes(crashed.root / "data/raw") == file_bytes(clean.root / "data/raw")
     assert not (crashed.root / "data/raw/.staging").exists()
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A real file system of `size` mounted at `folder` (tmpfs: needs root, as CI has)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                              str(folder)], capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 @pytest.mark.slow

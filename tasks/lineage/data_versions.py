@@ -233,13 +233,35 @@ def _record(
             "lineage.remote": url, "prefect.flow_run_id": flow_run_id or "",
             "recorded_at": clock.stamp()}  # fmt: skip
     client = mlflow.MlflowClient()
+    _end_unfinished(client, experiment_id, seq)
     run = client.create_run(experiment_id, run_name=f"data-v{seq}", tags=tags)
-    with tempfile.TemporaryDirectory(prefix="plumber-data-version-") as tmp:
-        (Path(tmp) / "dvc.lock").write_bytes(paths.dvc_lock.read_bytes())
-        if paths.manifest.exists():
-            (Path(tmp) / "manifest.json").write_bytes(paths.manifest.read_bytes())
-        for name in uncached_outs(paths):
-            _put(paths.root / name, Path(tmp) / "outs" / name)
-        client.log_artifacts(run.info.run_id, tmp, FOLDER)
+    try:
+        with tempfile.TemporaryDirectory(prefix="plumber-data-version-") as tmp:
+            (Path(tmp) / "dvc.lock").write_bytes(paths.dvc_lock.read_bytes())
+            if paths.manifest.exists():
+                (Path(tmp) / "manifest.json").write_bytes(paths.manifest.read_bytes())
+            for name in uncached_outs(paths):
+                _put(paths.root / name, Path(tmp) / "outs" / name)
+            client.log_artifacts(run.info.run_id, tmp, FOLDER)
+    except BaseException as exc:  # not a version: ended, named so, never counted
+        _end_as_not_recorded(client, run.info.run_id, seq, "FAILED", f"{type(exc).__name__}")
+        raise
     client.set_terminated(run.info.run_id, "FINISHED")  # FINISHED last: a whole version
     return DataVersion(run.info.run_id, seq, sha)
+
+
+def _end_unfinished(client: Any, experiment_id: str, seq: int) -> None:
+    """A data-vN left RUNNING by a process killed while recording it: ended KILLED before
+    version N is recorded, so the UI never shows two runs named data-vN as versions."""
+    left = client.search_runs([experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.`{SEQ_TAG}` = '{seq}'"))  # fmt: skip
+    for run in left:
+        _end_as_not_recorded(client, run.info.run_id, seq, "KILLED", "its process was stopped")
+        log.warning("data-v%d of an earlier run was never finished (%s): ended as KILLED",
+                    seq, run.info.run_id)  # fmt: skip
+
+
+def _end_as_not_recorded(client: Any, run_id: str, seq: int, status: str, why: str) -> None:
+    client.set_tag(run_id, "mlflow.runName", f"data-v{seq} (not recorded)")
+    client.set_tag(run_id, "plumber.end_reason", f"the data version was not recorded: {why}")
+    client.set_terminated(run_id, status)

@@ -151,12 +151,33 @@ def push(root: Path, remote: Remote, attempts: int, delay: float, timeout: float
         else:
             if done.returncode == 0:
                 return
-            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-            problem = lines[-1].strip() if lines else f"exit {done.returncode}"
+            problem = dvc_reason(done.stderr + done.stdout, done.returncode)
         if attempt < attempts:
             log.warning("dvc push to %s failed (%s); attempt %d of %d in %g s",
                         remote.url, problem, attempt + 1, attempts, delay)  # fmt: skip
             time.sleep(delay)
             delay *= 2
     raise StepError(f"the data could not be pushed to the DVC remote {remote.name} "
-                    f"({remote.url}) in {attempts} attempt(s): {problem}")  # fmt: skip
+                    f"({remote.url}{served_by(remote)}) in {attempts} attempt(s): "
+                    f"{problem}")  # fmt: skip
+
+
+# The line DVC ends every failure with: an invitation, not the reason.
+DVC_FOOTER = "Having any troubles?"
+
+
+def dvc_reason(output: str, code: int) -> str:
+    """Why a DVC command failed, from its output: its last `ERROR:` line (DVC's footer and
+    blank lines left out), else its last line."""
+    lines = [line.strip() for line in output.splitlines()
+             if line.strip() and not line.strip().startswith(DVC_FOOTER)]  # fmt: skip
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    reason = (errors or lines or [f"exit {code}"])[-1]
+    return reason.removeprefix("ERROR:").strip()
+
+
+def served_by(remote: Remote) -> str:
+    """', the object store at URL' for a remote served by an S3-compatible store of its
+    own address (MinIO, the stack's), which is what is down when a push cannot connect."""
+    endpoint = remote.options.get("endpointurl")
+    return f", the object store at {public_url(str(endpoint))}" if endpoint else ""

@@ -15,7 +15,7 @@ from tasks.core.config import load_params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
 from tasks.lineage import data_versions
-from tests.factories import ROOT
+from tests.factories import ROOT, small_disk
 
 DVC_YAML = """\
 stages:
@@ -100,3 +100,40 @@ def test_unrecorded_work_on_the_latest_version_is_continued_not_replaced(
     assert data_versions.restore(a, params).startswith("continuing from data version 1")
     assert (a.root / "data/out.txt").read_text() == "day 2, a run that failed before recording it"
     assert data_versions.publish(a, params, None)["seq"] == 2
+
+
+def test_a_version_that_fails_or_dies_while_recorded_is_ended_and_recorded_once(
+    shared: dict[str, Paths],
+) -> None:
+    """Its artifacts meet a full disk (real: a 1 MiB file system under the store): the
+    run ends FAILED, named as not recorded; one killed mid-record (left RUNNING) is ended
+    KILLED by the next; then the version is recorded once."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    a = shared["a"]
+    params = load_params(a.params)
+    build(a, "day 1")
+    data_versions.publish(a, params, None)
+    client = mlflow.MlflowClient()
+    [experiment] = [e for e in client.search_experiments() if e.name.endswith("-data")]
+    artifacts = Path(urlparse(experiment.artifact_location).path)
+    build(a, "day 2 " + "x" * 3_000_000)  # an uncached output larger than the disk
+    with small_disk(artifacts, "1m"), pytest.raises(OSError):
+        data_versions.publish(a, params, "run-2")
+    runs = client.search_runs([experiment.experiment_id])
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert [r.info.run_name for r in failed] == ["data-v2 (not recorded)"]
+    assert data_versions.latest(a).seq == 1  # not a version
+
+    # A process killed while recording leaves its run RUNNING: the next ends it.
+    left = client.create_run(experiment.experiment_id, run_name="data-v2",
+                             tags={data_versions.SEQ_TAG: "2"})  # fmt: skip
+    assert data_versions.publish(a, params, "run-3")["seq"] == 2
+    runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    assert runs[left.info.run_id].info.status == "KILLED"
+    named = sorted((r.info.run_name, r.info.status) for r in runs.values())
+    assert named == [("data-v1", "FINISHED"), ("data-v2", "FINISHED"),
+                     ("data-v2 (not recorded)", "FAILED"),
+                     ("data-v2 (not recorded)", "KILLED")]  # fmt: skip

@@ -115,3 +115,41 @@ def test_no_remote_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StepError, match=r"no DVC remote '' to record the data in \(lineage.remote; "
                        r"configured: none\); add one: dvc remote add -d NAME URL"):  # fmt: skip
         remote.configured(tmp_path)
+
+
+def test_an_object_store_that_is_down_is_named_with_its_address(tmp_path: Path) -> None:
+    """An S3 remote whose object store answers nothing (a closed port on loopback): the
+    error names the store and its address, and DVC's reason, never DVC's footer."""
+    import socket
+    import subprocess
+    import sys
+
+    import pytest
+
+    from tasks.core.errors import StepError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and closed once the block ends
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    (root / ".dvc/config").write_text(
+        "[core]\n    remote = store\n    no_scm = true\n    analytics = false\n"
+        "['remote \"store\"']\n    url = s3://plumber/dvc\n"
+        f"    endpointurl = http://127.0.0.1:{port}\n"
+    )
+    (root / "data.txt").write_text("rows\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data.txt"], cwd=root, check=True)
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        with pytest.raises(StepError) as failed:
+            remote.push(root, remote.configured(root), attempts=1, delay=0.0, timeout=300)
+    message = str(failed.value)
+    assert message.startswith(
+        "the data could not be pushed to the DVC remote store (s3://plumber/dvc, the object "
+        f"store at http://127.0.0.1:{port}) in 1 attempt(s): "
+    ), message
+    assert "Having any troubles" not in message and "dvc.org/support" not in message
