@@ -353,7 +353,8 @@ def _run_stages(
         return results, verdict, None
     recorded, seconds, after = _after_stage(record_candidate, "record", paths, params, run_id,
                                             after)  # fmt: skip
-    results.append(asdict(StageResult("record", RAN, seconds, note=recorded["remote"]["url"])))
+    where = summary.shown_location(recorded["remote"]["url"], paths.root)
+    results.append(asdict(StageResult("record", RAN, seconds, note=where)))
     outcome, seconds, _ = _after_stage(release_candidate, "release", paths, params, run_id, after)
     results.append(asdict(StageResult("release", RAN, seconds, note=outcome["decision"])))
     return results, verdict, outcome

@@ -3,6 +3,7 @@ markdown artifact. Pure functions of what the run measured and the files it left
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tasks.core.io import read_json
@@ -173,3 +174,14 @@ def publish(summary: dict[str, Any], paths: Paths) -> None:
         key=ARTIFACT_KEY,
         description="stages, rows, retrain decision, release decision, MLflow run",
     )
+
+
+def shown_location(url: str, root: Path) -> str:
+    """A remote's URL as the summary shows it: a folder inside the checkout relative to it
+    (var/dvc-remote), so no path of this machine reaches the UI or a screenshot."""
+    from urllib.parse import urlsplit
+
+    path = Path(urlsplit(url).path if url.startswith("file:") else url)
+    if path.is_absolute() and path.is_relative_to(root):
+        return str(path.relative_to(root))
+    return url

@@ -87,7 +87,8 @@ def test_lineage_names_the_whole_chain(repo: Path) -> None:
     chain = json.loads(ok(plumber(repo, "lineage", "1", "--json")))
     assert chain["model"]["decision"] == "released" and chain["model"]["history"]
     assert chain["mlflow_run"]["status"] == "FINISHED"
-    assert len(chain["prefect_flow_run"]) == 36
+    flow = chain["prefect_flow_run"]  # `plumber run` trained and recorded it
+    assert len(flow["recorded_by"]) == 36 and flow["trained_by"] == flow["recorded_by"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
     assert chain["git"]["commit"] == head

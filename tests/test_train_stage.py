@@ -50,7 +50,7 @@ def test_train_and_evaluate_record_everything(featured: Path) -> None:
     # Named so that MLflow groups them: per-epoch curves, then each model on the test days.
     assert {"epoch/train_loss", "epoch/valid_pr_auc", "epoch/valid_log_loss", "train/best_epoch", "train/seconds",
             "test/model/recall_at_precision", "valid/model/recall_at_precision",
-            "test/hist_gradient_boosting/pr_auc"} <= set(run.data.metrics)  # fmt: skip
+            "test_baseline/hist_gradient_boosting/pr_auc"} <= set(run.data.metrics)  # fmt: skip
     assert not [name for name in run.data.metrics if "." in name or name.count("/") > 2]
     history = mlflow.MlflowClient().get_metric_history(info["run_id"], "epoch/train_loss")
     assert [m.step for m in history] == list(range(1, info["epochs_run"] + 1))

@@ -232,14 +232,20 @@ def epoch_metric(key: str) -> str:
     return f"epoch/{key}"
 
 
+CANDIDATE = "model"  # the evaluated model's name beside its baselines
+
+
 def metric_name(key: str, model: str | None = None) -> str:
-    """A metric's name in MLflow, which groups charts by what comes before a "/":
-    "train_loss" -> "train/loss", "valid_pr_auc" -> "valid/pr_auc"; an evaluation's
-    ("pr_auc", "model") -> "test/model/pr_auc", ("valid_pr_auc", "model") ->
-    "valid/model/pr_auc"."""
+    """A metric's name in MLflow, which groups charts by what comes before a "/" and
+    sorts the groups by name: "train_loss" -> "train/loss", "valid_pr_auc" ->
+    "valid/pr_auc"; an evaluation's ("pr_auc", "model") -> "test/model/pr_auc", and a
+    baseline's ("pr_auc", "majority") -> "test_baseline/majority/pr_auc", so the model's
+    group comes before every baseline's ("test/" sorts before "test_")."""
     window, _, rest = key.partition("_")
     if window not in WINDOWS or not rest:
         window, rest = "test", key
+    if model not in (None, CANDIDATE):
+        window = f"{window}_baseline"
     return "/".join(part for part in (window, model, rest) if part)
 
 

@@ -147,7 +147,13 @@ def lineage(paths: Paths, client: Any, ref: Ref, check_remote: bool = True) -> d
             "status": run.info.status,
             "tracking_uri": tracking.safe_uri(tracking.tracking_uri(paths)),
         },
-        "prefect_flow_run": info.get("prefect_flow_run_id"),
+        # Who trained it (the flow run whose training stage ran, none for a `dvc repro` by
+        # hand) and who recorded it (the flow run that pushed its data and wrote its
+        # record): not always one run.
+        "prefect_flow_run": {
+            "trained_by": run.data.tags.get(tracking.FLOW_RUN_TAG) or None,
+            "recorded_by": info.get("prefect_flow_run_id"),
+        },
         "git": {
             "commit": info.get("git_commit"),
             "dirty": info.get("git_dirty"),
@@ -186,7 +192,11 @@ def describe(chain: dict[str, Any]) -> str:
     if chain["record_missing"]:
         lines.append(f"  !! the record is incomplete: {', '.join(chain['record_missing'])}")
         return "\n".join(lines)
-    lines.append(f"  -> Prefect flow run {chain['prefect_flow_run'] or '- (not run by the flow)'}")
+    flow = chain["prefect_flow_run"]
+    trained = flow["trained_by"] or "none: trained outside the flow (`dvc repro` by hand)"
+    lines.append(f"  -> trained by Prefect flow run {trained}")
+    if flow["recorded_by"] != flow["trained_by"]:
+        lines.append(f"     recorded by Prefect flow run {flow['recorded_by'] or '- (none)'}")
     git = chain["git"]
     dirty = f" + {git['diff_bytes']:,} bytes of uncommitted changes" if git["dirty"] else ""
     version = f"; data version {git['data_version'][:12]}" if git["data_version"] else ""

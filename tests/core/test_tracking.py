@@ -15,8 +15,8 @@ from tasks.core.tracking import epoch_metric, experiment_tags, metric_name
         ("valid_log_loss", None, "valid/log_loss"),
         ("recall_at_precision", "model", "test/model/recall_at_precision"),
         ("valid_recall_at_precision", "model", "valid/model/recall_at_precision"),
-        ("pr_auc", "hist_gradient_boosting", "test/hist_gradient_boosting/pr_auc"),
-        ("threshold", "majority", "test/majority/threshold"),
+        ("pr_auc", "hist_gradient_boosting", "test_baseline/hist_gradient_boosting/pr_auc"),
+        ("threshold", "majority", "test_baseline/majority/threshold"),
     ],
 )
 def test_metric_names_say_their_window_then_their_model(
@@ -32,6 +32,13 @@ def test_the_per_epoch_curves_sort_before_every_single_value() -> None:
               metric_name("valid_recall_at_precision", "model"), "train/best_epoch"]  # fmt: skip
     assert sorted(curves + values)[:3] == sorted(curves)
     assert curves[0] == "epoch/train_loss"
+
+
+def test_the_models_scores_sort_before_every_baselines() -> None:
+    model = [metric_name(k, "model") for k in ("pr_auc", "recall_at_precision")]
+    baselines = [metric_name("pr_auc", b) for b in ("hist_gradient_boosting",
+                                                    "logistic_regression", "majority")]  # fmt: skip
+    assert sorted(model + baselines)[:2] == sorted(model)
 
 
 def test_every_experiment_of_ours_is_a_model_training_one_with_a_description() -> None:

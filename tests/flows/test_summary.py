@@ -38,3 +38,12 @@ def test_a_release_names_the_champion_move() -> None:
 def test_no_retrain_says_why() -> None:
     reason = "120 new rows since 2013-01-05 (fewer than 500)"
     assert outcome(summary(None, reason)) == ("No retrain", reason, ["decision:no-retrain"])
+
+
+def test_a_remote_inside_the_checkout_is_shown_relative_to_it(tmp_path) -> None:
+    from flows.summary import shown_location
+
+    assert shown_location(str(tmp_path / "var/dvc-remote"), tmp_path) == "var/dvc-remote"
+    assert shown_location((tmp_path / "var/r").as_uri(), tmp_path) == "var/r"
+    assert shown_location("s3://plumber/dvc", tmp_path) == "s3://plumber/dvc"
+    assert shown_location("/srv/shared/dvc", tmp_path) == "/srv/shared/dvc"
