@@ -33,8 +33,11 @@ def holding_run(paths: Paths, flow_run: Any) -> Iterator[dict[str, Any] | None]:
     it); first write down a previous run that never ended. Yields that run's record (now
     CRASHED), or None."""
     shared = last_run.shared_url() is not None
+    before = last_run.read(paths)
+    if before and before.get("finished") and before.get("state") in ENDED:
+        _settle_in_prefect(before)  # its end never reached the server (it was down)
     # Holding the run lock, no other run holds it: a record that says it does is dead.
-    stale = last_run.effective(last_run.read(paths), shared_lock_held=False if shared else None)
+    stale = last_run.effective(before, shared_lock_held=False if shared else None)
     crashed = stale if stale and stale.get("state") == CRASHED and "finished" not in stale else None
     if crashed:
         crashed = {**crashed, "finished": clock.stamp(), "found_by": str(flow_run.id)}
@@ -58,6 +61,34 @@ def holding_run(paths: Paths, flow_run: Any) -> Iterator[dict[str, Any] | None]:
         yield crashed
     finally:
         last_run.let_go(paths, str(flow_run.id))
+
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+
+def _settle_in_prefect(record: dict[str, Any]) -> None:
+    """A run that ended, by its own record, but whose end never reached Prefect (the
+    server was down when it finished): its Prefect state set to the recorded end, so it
+    does not stay Running for ever."""
+    try:
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import State
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(record["id"]))
+            if run.state is None or run.state.is_final():
+                return
+            ended = State(type=StateType(record["state"]), name=record.get("shown_as"),
+                          message=record.get("message"))  # fmt: skip
+            client.set_flow_run_state(UUID(record["id"]), ended, force=True)
+        log.warning("flow run %s ended %s while the Prefect server was away: recorded now",
+                    record.get("name"), record.get("shown_as") or record["state"])  # fmt: skip
+    except Exception as exc:  # another server, or a deleted run: the local record says it
+        log.warning("could not record the end of flow run %s in Prefect (%s)",
+                    record.get("name"), type(exc).__name__)  # fmt: skip
 
 
 def _crash_in_prefect(flow_run_id: str, reason: str) -> None:

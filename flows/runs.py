@@ -32,6 +32,10 @@ def use_project_environment(paths: Paths, stack: bool = True) -> None:
     os.environ.setdefault("PREFECT_HOME", str(paths.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
+    # Tracebacks to var/prefect/plumber.log and the run's log, not the terminal.
+    logging_yml = Path(__file__).with_name("logging.yml")
+    os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(logging_yml))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # the log file's
     # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -72,6 +76,14 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
             say(f"stopped: {signal_name(signum)} received; the run is recorded as crashed "
                 "and the next run finishes what it left")  # fmt: skip
             return 128 + signum
+        except Exception as exc:
+            if not _server_gone(exc):
+                raise
+            return report(StepError(
+                f"the Prefect server at {os.environ.get('PREFECT_API_URL')} stopped answering "
+                f"during the run ({type(exc).__name__}): `plumber status` shows what the run "
+                "did (var/last_run.json); the next run records its end in Prefect"
+            ))  # fmt: skip
     from flows.stages import StageCancelled
 
     if state.is_cancelled():
@@ -83,6 +95,18 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
         return report(StepError(state.message or "the flow failed"))
     print(format_run(state.result(), paths))
     return 0
+
+
+def _server_gone(exc: BaseException) -> bool:
+    """Whether `exc` is Prefect's client giving up on a server that does not answer."""
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:  # Prefect wraps the transport's error at times
+        if isinstance(seen, httpx.TransportError | ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextmanager

@@ -38,6 +38,9 @@ RAN, UNCHANGED, SKIPPED = "ran", "unchanged", "skipped"
 # its level, so a stage's warnings stay warnings in Prefect's run logs.
 CHILD_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 _CHILD_RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
+# A step's closing line when it fails (tasks/core/errors.py: `kind: message`), and DVC's
+# own: logged as errors, not as the stage's ordinary output.
+_ERROR_LINE = re.compile(r"^(error|busy|disk full|cancelled|ERROR): ")
 # DVC's own chatter around a stage: kept at debug level.
 _DVC_CHATTER = (
     "Running stage",
@@ -244,6 +247,8 @@ def _relay(stage: str, bars: Bars | None = None) -> Callable[[str], None]:
         if record:
             level, logger, message = record.groups()
             stage_log.log(logging.getLevelNamesMapping()[level], "%s: %s", logger, message)
+        elif _ERROR_LINE.match(line):
+            stage_log.error("%s", line)
         elif line.strip().startswith(_DVC_CHATTER):
             stage_log.debug("%s", line)
         else:

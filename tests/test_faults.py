@@ -150,6 +150,9 @@ def test_kill_9_of_the_training_process_fails_the_run_naming_how(repo: Path) -> 
     assert run.wait(300) == 1
     out = output_of(run)
     assert "error: stage train failed: its command was killed by SIGKILL" in out, out[-3000:]
+    # On the terminal, lines and no traceback; the tracebacks are in the log file.
+    assert "Traceback" not in out, out[-3000:]
+    assert "Traceback" in (repo / "var/prefect/plumber.log").read_text()
     no_leftovers(repo)
     assert status(repo)["last_run"]["state"] == "FAILED"
     killed = [r for r in mlflow_runs(repo) if r.info.run_id == record["mlflow_run_id"]]

@@ -199,10 +199,16 @@ def test_stage_output_is_relayed_at_its_level(caplog) -> None:
         relay("Running stage 'validate':")
         relay("plain text")
         relay("")
+        relay("error: weather: 60.00% of 72 rows rejected")  # the step's closing line
+        relay("disk full: no space left on the device holding /data/raw (0.0 MiB free there)")
+        relay("ERROR: failed to reproduce 'validate'")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "tasks.validate: weather: 1 quarantined"),
         ("DEBUG", "Running stage 'validate':"),
         ("INFO", "plain text"),
+        ("ERROR", "error: weather: 60.00% of 72 rows rejected"),
+        ("ERROR", "disk full: no space left on the device holding /data/raw (0.0 MiB free there)"),
+        ("ERROR", "ERROR: failed to reproduce 'validate'"),
     ]
 
 

@@ -88,3 +88,35 @@ def test_a_server_that_dies_while_starting_is_one_clear_error(tmp_path: Path) ->
         "in use); see "
     )
     assert "set PREFECT_API_URL" in str(err.value)
+
+
+def test_a_run_whose_end_never_reached_the_server_is_settled_by_the_next(paths: Paths) -> None:
+    """The server was down when a run finished: its record says Released, Prefect still
+    says Running. The next run sets Prefect's state to the recorded end."""
+    import types
+    import uuid
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.run_record import holding_run
+    from tasks.core.io import write_json
+
+    url = local_server.ensure(paths, ServerParams(port=local_server.free_port()), lambda _: None)
+    call = local_server.call
+    with httpx.Client(base_url=url, timeout=30) as client:
+        flow_id = call(client, "POST", "/flows/", json={"name": "plumber"}).json()["id"]
+        running = {"type": "RUNNING", "name": "Running"}
+        run = call(client, "POST", "/flow_runs/", json={"flow_id": flow_id, "state": running})
+        run_id = run.json()["id"]
+    write_json(paths.var / "last_run.json", {
+        "id": run_id, "name": "humble-hornet", "state": "COMPLETED", "shown_as": "Released",
+        "message": "candidate version 1 released", "started": "2026-12-07T06:00:00+00:00",
+        "finished": "2026-12-07T06:09:00+00:00", "decision": "released", "retrain": True,
+    })  # fmt: skip
+    nxt = types.SimpleNamespace(id=uuid.uuid4(), name="next-run")
+    with temporary_settings({PREFECT_API_URL: url}), holding_run(paths, nxt) as crashed:
+        assert crashed is None  # it ended; it did not crash
+    with httpx.Client(base_url=url, timeout=30) as client:
+        settled = call(client, "GET", f"/flow_runs/{run_id}").json()
+    assert (settled["state_type"], settled["state_name"]) == ("COMPLETED", "Released")
+    assert settled["state"]["message"] == "candidate version 1 released"
