@@ -13,6 +13,7 @@ waiter reads who holds the lock from pg_stat_activity, with no table of our own 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -23,9 +24,12 @@ from typing import Any
 
 from tasks.core.errors import Busy, StepError
 
+log = logging.getLogger(__name__)
+
 LOCKS_ENV = "PLUMBER_LOCKS_URL"
 NAMESPACE = 0x706C6D62  # 'plmb': the first key of every Plumber advisory lock
 POLL_SECONDS = 0.5
+WATCH_SECONDS = 5.0  # how often a held lock's connection is asked whether it stands
 _held: dict[str, tuple[Any, int]] = {}  # name -> (connection, depth): reentrant per process
 
 
@@ -108,13 +112,64 @@ def advisory(
     try:
         wait_for(conn, name, timeout, setting, say)
         _held[name] = (conn, 1)
+        watch = LockWatch(conn, name, mask_url(url))
         try:
             yield
         finally:
+            watch.stop()
             del _held[name]
-            conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", (NAMESPACE, key(name)))
+            if not watch.lost:
+                conn.execute(
+                    "SELECT pg_advisory_unlock(%s::int4, %s::int4)", (NAMESPACE, key(name))
+                )
     finally:
         conn.close()
+
+
+def mask_url(url: str) -> str:
+    from tasks.core.secrets import mask_urls
+
+    return mask_urls(url)
+
+
+class LockWatch:
+    """While a lock is held, ask its connection every WATCH_SECONDS whether it still
+    stands. PostgreSQL lets the lock go with the connection (a restart, a network cut, a
+    terminated backend), and another machine may then take it: the holder must not go on
+    with work that is exclusive no longer. So on a lost connection it says so in one line
+    (logged as an error) and stops its own process as SIGTERM does (Stopped: the steps'
+    clean-up runs, the run is recorded as crashed, and the next run finishes what it left)."""
+
+    def __init__(self, conn: Any, name: str, url: str) -> None:
+        import threading
+
+        self.conn, self.name, self.url = conn, name, url
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-watch-{name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _run(self) -> None:
+        import signal
+
+        while not self._done.wait(WATCH_SECONDS):
+            try:
+                self.conn.execute("SELECT 1").fetchone()
+            except Exception as exc:
+                if self._done.is_set():
+                    return
+                self.lost = True
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.error("the connection to the lock server %s (%s) was lost (%s): the %s "
+                          "lock is no longer held, so this process stops its work now",
+                          self.url, LOCKS_ENV, first, self.name)  # fmt: skip
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=WATCH_SECONDS + 30)
 
 
 def wait_for(

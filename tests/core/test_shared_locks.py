@@ -123,3 +123,59 @@ def test_an_unreachable_lock_server_is_one_clear_error(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "cannot be reached" in message and LOCKS_ENV in message
     assert "s3cret" not in message
+
+
+STEP_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from tasks.core.entry import run_step
+    from tasks.core.locks import one_at_a_time
+    folder, ready = Path(sys.argv[1]), Path(sys.argv[2])
+
+    def work():
+        with one_at_a_time(folder / "run.lock", timeout=5, what="a plumber run",
+                           setting="flow.lock_timeout_seconds"):
+            ready.touch()
+            time.sleep(600)  # exclusive work
+
+    sys.exit(run_step(work))
+    """
+)
+
+
+def test_a_lost_lock_connection_stops_the_exclusive_work_in_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The lock server ends the holder's connection (as a restart or a network cut would):
+    PostgreSQL let the lock go, so the holder stops its work within seconds, saying why in
+    one line, and exits as a stopped step does; another machine then takes the lock."""
+    import psycopg
+
+    folder = tmp_path / "machine-a"
+    folder.mkdir()
+    ready = folder / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", STEP_HOLDER, str(folder), str(ready)],
+                            env={**os.environ, LOCKS_ENV: pg_url}, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        cut = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s", (f"plumber: a plumber run @% pid {proc.pid}",),
+        ).fetchall()  # fmt: skip
+    assert cut == [(True,)]
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    said = [line for line in proc.stderr.read().splitlines() if line.strip()]
+    proc.stderr.close()
+    assert (
+        " ERROR tasks.core.shared_locks: the connection to the lock server postgresql://" in said[0]
+    )
+    assert "the run lock is no longer held, so this process stops its work now" in said[0]
+    assert said[1:] == ["stopped: SIGTERM received before the step finished"], said
+    assert "Traceback" not in "\n".join(said)
+    with advisory(pg_url, "run", timeout=5, what="machine b", setting="s", say=print):
+        pass  # free for another machine at once
