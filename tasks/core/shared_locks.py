@@ -119,11 +119,19 @@ def advisory(
             watch.stop()
             del _held[name]
             if not watch.lost:
-                conn.execute(
-                    "SELECT pg_advisory_unlock(%s::int4, %s::int4)", (NAMESPACE, key(name))
-                )
+                _unlock(conn, name)
     finally:
         conn.close()
+
+
+def _unlock(conn: Any, name: str) -> None:
+    import psycopg
+
+    try:
+        conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", (NAMESPACE, key(name)))
+    except psycopg.Error:  # the connection went since the watch last asked: so did the lock
+        log.warning("the lock server connection was gone when the %s lock was let go; "
+                    "PostgreSQL had let it go with the connection", name)  # fmt: skip
 
 
 def mask_url(url: str) -> str:
