@@ -179,6 +179,7 @@ def joined_rows(days: list[str], per_day: int, seed: int) -> pd.DataFrame:
                   "double": lambda: rng.normal(size=n)}  # fmt: skip
         frame[col] = values[kind]()
     frame["year"], frame["month"], frame["hour"] = 2013, 3, rng.integers(5, 23, n)
+    frame["distance"] = rng.uniform(80, 5000, n)  # miles: a flight's, as the model is served
     frame["carrier"] = rng.choice(["AA", "UA", "DL"], n)
     frame["origin"] = rng.choice(["EWR", "JFK", "LGA"], n)
     frame.loc[rng.random(n) < 0.1, "wind_gust"] = np.nan

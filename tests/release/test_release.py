@@ -461,7 +461,11 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
         status, answer = post(port, {"dataframe_records": [{**example, "origin": "LAX",
                                                             "carrier": "ZZ"}, example]})  # fmt: skip
         assert status == 200, answer
-        assert [p["unknown"] for p in answer["predictions"]] == [["carrier: ZZ", "origin: LAX"], []]
+        odd, plain = (p["unknown"] for p in answer["predictions"])
+        # The same row but for carrier and origin (its destination may be one these few
+        # training days lack: then both rows say so).
+        assert odd == ["carrier: ZZ", "origin: LAX", *plain], (odd, plain)
+        assert not [u for u in plain if u.startswith(("carrier", "origin"))], plain
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/invocations", timeout=30)
         except urllib.error.HTTPError as error:
