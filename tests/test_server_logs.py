@@ -36,6 +36,7 @@ def test_a_clients_error_or_a_busy_database_is_not_the_servers_own(tmp_path) -> 
     )
     assert problems(tmp_path) == [f"{log}:5: 12:00:02.000 | CRITICAL | prefect.server - the "
                                   "database is gone"]  # fmt: skip
+    expect_errors(log, "a sample this test wrote")  # not for the session's canary
 
 
 def test_an_error_in_an_mlflow_servers_log_is_caught(tmp_path) -> None:
@@ -46,3 +47,4 @@ def test_an_error_in_an_mlflow_servers_log_is_caught(tmp_path) -> None:
     assert problems(tmp_path) == [
         f"{log}:2: 2026/12/07 12:00:00 ERROR mlflow.server: Exception on /ajax-api"
     ]
+    expect_errors(log, "a sample this test wrote")  # not for the session's canary
