@@ -33,8 +33,8 @@ run: $(STAMP)
 	$(BIN)/plumber push
 	$(BIN)/plumber status
 
-# The default suite (about 10 minutes here); the fault drills and the load test (about 6
-# more) run in CI after it (.ci/run) and with `make test-drills`.
+# The default suite (12 to 22 minutes here); the fault drills, the schedule drills and the
+# load test (15 to 25 more) run in CI after it (.ci/run) and with `make test-drills`.
 test: $(STAMP)
 	$(BIN)/pytest -m "not drill"
 
