@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasks.core.errors import Busy, StepError
+from tasks.core.secrets import mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def key(name: str) -> int:
 
 def connect(url: str, what: str) -> Any:
     import psycopg
-
-    from tasks.core.secrets import mask_urls
 
     label = f"plumber: {what} @{socket.gethostname()} pid {os.getpid()}"
     try:
@@ -112,7 +111,7 @@ def advisory(
     try:
         wait_for(conn, name, timeout, setting, say)
         _held[name] = (conn, 1)
-        watch = LockWatch(conn, name, mask_url(url))
+        watch = LockWatch(conn, name, mask_urls(url))
         try:
             yield
         finally:
@@ -132,12 +131,6 @@ def _unlock(conn: Any, name: str) -> None:
     except psycopg.Error:  # the connection went since the watch last asked: so did the lock
         log.warning("the lock server connection was gone when the %s lock was let go; "
                     "PostgreSQL had let it go with the connection", name)  # fmt: skip
-
-
-def mask_url(url: str) -> str:
-    from tasks.core.secrets import mask_urls
-
-    return mask_urls(url)
 
 
 class LockWatch:

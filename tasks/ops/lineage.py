@@ -175,6 +175,15 @@ def lineage(paths: Paths, client: Any, ref: Ref, check_remote: bool = True) -> d
     }
 
 
+def flow_run_lines(flow: dict[str, str | None]) -> list[str]:
+    """Who trained the candidate and, when another, who recorded it."""
+    trained = flow["trained_by"] or "none: trained outside the flow (`dvc repro` by hand)"
+    lines = [f"  -> trained by Prefect flow run {trained}"]
+    if flow["recorded_by"] != flow["trained_by"]:
+        lines.append(f"     recorded by Prefect flow run {flow['recorded_by'] or '- (none)'}")
+    return lines
+
+
 def describe(chain: dict[str, Any]) -> str:
     """The chain for people, one link a line."""
     lines = []
@@ -192,11 +201,7 @@ def describe(chain: dict[str, Any]) -> str:
     if chain["record_missing"]:
         lines.append(f"  !! the record is incomplete: {', '.join(chain['record_missing'])}")
         return "\n".join(lines)
-    flow = chain["prefect_flow_run"]
-    trained = flow["trained_by"] or "none: trained outside the flow (`dvc repro` by hand)"
-    lines.append(f"  -> trained by Prefect flow run {trained}")
-    if flow["recorded_by"] != flow["trained_by"]:
-        lines.append(f"     recorded by Prefect flow run {flow['recorded_by'] or '- (none)'}")
+    lines += flow_run_lines(chain["prefect_flow_run"])
     git = chain["git"]
     dirty = f" + {git['diff_bytes']:,} bytes of uncommitted changes" if git["dirty"] else ""
     version = f"; data version {git['data_version'][:12]}" if git["data_version"] else ""

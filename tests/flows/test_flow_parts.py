@@ -316,3 +316,18 @@ def test_a_busy_stage_or_a_full_disk_is_not_retried() -> None:
     assert not _worth_retrying(None, None, Failed(Busy("another plumber run")))
     assert not _worth_retrying(None, None, Failed(DiskFull("no space left")))
     assert _worth_retrying(None, None, Failed(StepError("connection reset")))
+
+
+def test_a_prefect_server_gone_is_told_from_other_failures() -> None:
+    import httpx
+
+    from flows.runs import _server_gone
+
+    try:
+        try:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        except httpx.ConnectError as exc:
+            raise RuntimeError("could not set the flow run's state") from exc
+    except RuntimeError as wrapped:
+        assert _server_gone(wrapped)  # as Prefect wraps it
+    assert not _server_gone(ValueError("a bug"))

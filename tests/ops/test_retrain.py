@@ -142,3 +142,14 @@ def test_a_candidate_no_release_judged_awaits_its_release(tmp_path: Path) -> Non
     finishing = verdict(RULE, paths, None, NOW, stages=STAGES)
     assert finishing.retrain and not finishing.forced
     assert finishing.reason.startswith("finishing what a stopped run left: evaluate")
+
+
+@pytest.mark.parametrize(("trained", "recorded", "lines"), [
+    ("f1", "f1", ["  -> trained by Prefect flow run f1"]),
+    (None, "f2", ["  -> trained by Prefect flow run none: trained outside the flow (`dvc repro` "
+                  "by hand)", "     recorded by Prefect flow run f2"]),
+])  # fmt: skip
+def test_lineage_says_who_trained_and_who_recorded(trained, recorded, lines) -> None:
+    from tasks.ops.lineage import flow_run_lines
+
+    assert flow_run_lines({"trained_by": trained, "recorded_by": recorded}) == lines
