@@ -226,7 +226,7 @@ def releases(ctx: typer.Context, as_json: JSON = False) -> int:
 
     name = load_params(ctx.obj.params).release.model_name
     client = registry.connect(ctx.obj)
-    registry.ensure_model(client, name)
+    registry.ensure_model(client, name, ctx.obj)
     entries = registry.history(client, name)
     print(json.dumps(entries, indent=2) if as_json else registry.format_history(name, entries))
     return 0
@@ -445,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(exc, "exit_code", 2))
     except (PlumberError, OSError) as exc:
         return report(exc)
+    except Exception as exc:
+        from tasks.core.entry import explained
+
+        return report(explained(exc))
     return int(result or 0)
 
 

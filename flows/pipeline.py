@@ -40,9 +40,10 @@ from flows.stages import (
 )
 from tasks.core import cluster, secrets
 from tasks.core.config import FlowParams, Params, load_params
-from tasks.core.errors import Busy, ConfigError, DiskFull
+from tasks.core.errors import Busy, ConfigError, DiskFull, StepError
 from tasks.core.paths import Paths
 from tasks.core.stack import profile_path
+from tasks.core.tracking import artifact_store_down
 from tasks.ops import retrain
 
 P = ParamSpec("P")
@@ -64,7 +65,8 @@ def masking(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise secrets.masked_error(exc) from None
+            problem = artifact_store_down(exc)  # one line naming the store, not MLflow's port
+            raise secrets.masked_error(StepError(problem) if problem else exc) from None
 
     return run
 

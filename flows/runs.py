@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -39,8 +40,22 @@ def use_project_environment(paths: Paths, stack: bool = True) -> None:
     # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # How long a call waits for a Prefect server that stopped answering. Prefect reads its
+    # settings once, at import: set before it is (a worker's flow run inherits the worker's).
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(_server_retries(paths)))
     # Loading a registered model draws a progress bar per file: noise in logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _server_retries(paths: Paths) -> int:
+    """flow.server_retries; Prefect's default where params.yaml cannot be read (the
+    command that reads it says why)."""
+    from tasks.core.config import FlowParams
+
+    try:
+        return load_params(paths.params).flow.server_retries
+    except Exception:  # reported by the command itself, not here
+        return FlowParams().server_retries
 
 
 def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
@@ -56,6 +71,10 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    # A log handler that fails (Prefect's, sending lines to a server that stopped
+    # answering) stays quiet rather than printing "--- Error logging to API ---" blocks: the
+    # run's one line says what happened, and var/prefect/plumber.log keeps every line.
+    logging.raiseExceptions = False
     # Fail fast when another run holds the repository, before starting anything.
     with run_lock(paths, params.flow.lock_timeout_seconds, say), prefect_api(paths, params):
         from prefect.exceptions import TerminationSignal
@@ -79,11 +98,7 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
         except Exception as exc:
             if not _server_gone(exc):
                 raise
-            return report(StepError(
-                f"the Prefect server at {os.environ.get('PREFECT_API_URL')} stopped answering "
-                f"during the run ({type(exc).__name__}): `plumber status` shows what the run "
-                "did (var/last_run.json); the next run records its end in Prefect"
-            ))  # fmt: skip
+            _exit_now(report(StepError(_record_server_gone(paths, type(exc).__name__))))
     from flows.stages import StageCancelled
 
     if state.is_cancelled():
@@ -95,6 +110,50 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
         return report(StepError(state.message or "the flow failed"))
     print(format_run(state.result(), paths))
     return 0
+
+
+def _record_server_gone(paths: Paths, error: str) -> str:
+    """The run's end when the Prefect server stopped answering: its hooks could not run,
+    so its record is written here (CRASHED, saying why, with the release's decision when
+    it made one); the next run sets that end in Prefect (flows/run_record.py). Returns
+    the line to print."""
+    import datetime as dt
+
+    from flows.run_record import record_end
+    from tasks.core.io import read_json
+    from tasks.ops import last_run
+
+    server = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
+    retries = os.environ.get("PREFECT_CLIENT_MAX_RETRIES")
+    line = (f"the Prefect server at {server} stopped answering during the run ({error}, "
+            f"after {retries} retries: flow.server_retries)")  # fmt: skip
+    mine = last_run.read(paths) or {}
+    if mine.get("state") != last_run.RUNNING or mine.get("pid") != os.getpid():
+        return line + "; `plumber status` shows what it did"
+    started = dt.datetime.fromisoformat(mine["started"]).timestamp()
+    judged = paths.judged
+    decision = None
+    if judged.exists() and judged.stat().st_mtime >= started:  # the release ran in this run
+        decision = read_json(judged).get("decision")
+    record_end(paths, mine["id"], mine["name"], last_run.CRASHED, line, decision=decision)
+    done = f"the release decided: {decision}; " if decision else ""
+    return (
+        f"{line}; {done}flow run {mine['name']} is recorded as crashed, in Prefect by "
+        "the next run; `plumber status` shows what it did"
+    )
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once. At a normal exit Prefect's services would try to deliver
+    every event and log line still queued to the server that is gone, one timeout each (a
+    minute and more of warnings after the run's last line). Its locks are the operating
+    system's and the lock server's, which end with the process; the log file is flushed."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _server_gone(exc: BaseException) -> bool:

@@ -326,3 +326,43 @@ def test_a_dvc_repro_by_hand_and_a_run_never_run_stages_at_once(repo: Path) -> N
     )
     assert "collect     ran" in output_of(run)
     no_leftovers(repo)
+
+
+def test_a_prefect_server_killed_mid_run_ends_in_one_line_and_the_next_run_records_it(
+    repo: Path,
+) -> None:
+    params = repo / "params.yaml"
+    before = params.read_text()
+    quick = yaml.safe_load(before)
+    quick["flow"]["server_retries"] = 2  # waits of 2 and 4 s per call, then the run ends
+    params.write_text(yaml.safe_dump(quick, sort_keys=False))
+    try:
+        training = training_record(repo)
+        run = start(repo, "run", "--force")
+        wait_for("training to start", training)
+        server = json.loads((repo / "var/prefect-server/server.json").read_text())
+        os.killpg(server["pid"], signal.SIGKILL)  # the server and its workers, as a crash would
+        killed = time.monotonic()
+        code = run.wait(600)
+        print(f"the run ended {time.monotonic() - killed:.0f} s after its server was killed")
+    finally:
+        params.write_text(before)
+    out = output_of(run)
+    assert code == 1, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out[-3000:]
+    assert f"the Prefect server at {server['url']} stopped answering" in errors[0]
+    assert "after 2 retries: flow.server_retries" in errors[0]
+    assert "Traceback" not in out and "Error logging to API" not in out, out[-3000:]
+    assert out.splitlines()[-1] == errors[0]  # its last words: no retries printed after
+    # Tasks run in the flow's process: the work went on to its decision without the server.
+    assert "the release decided: " in errors[0]
+    no_leftovers(repo)
+    last = status(repo)["last_run"]  # written by the run itself: its hooks could not run
+    assert last["state"] == "CRASHED" and "stopped answering" in last["message"]
+    assert last["decision"] in ("released", "rejected"), last
+    # The next run starts a new local server on the same database and sets that end there.
+    again = plumber(repo, "run")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert prefect_state(repo, last["id"]) == "CRASHED"
+    assert "ended CRASHED while the Prefect server was away: recorded now" in again.stderr

@@ -12,6 +12,7 @@ this checkout, for a person to look at.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -200,9 +201,19 @@ def test_prefect_shows_each_run_by_its_decision(two_runs, page) -> None:
 
     run = runs["Rejected"]
     assert run["state"]["message"].startswith("candidate version 2 rejected: p99 single-row")
-    page.goto(f"{two_runs['prefect']}/runs/flow-run/{run['id']}")
+    # The run graph is drawn on a canvas: read the edges the page itself fetched to draw it.
+    with page.expect_response(lambda r: f"/flow_runs/{run['id']}/graph" in r.url) as drawn:
+        page.goto(f"{two_runs['prefect']}/runs/flow-run/{run['id']}")
     shows(page, run["name"], "Rejected", "decision:rejected", "candidate:2")
     shoot(page, "prefect-flow-run")
+    nodes = dict((node_id, node) for node_id, node in drawn.value.json()["nodes"])
+    parents = {node["label"]: sorted(nodes[p["id"]]["label"] for p in node["parents"])
+               for node in nodes.values()}  # fmt: skip
+    chain = ["collect", "validate", "retrain-policy", "featurize", "train", "evaluate",
+             "record", "release"]  # fmt: skip
+    assert {step: parents[step] for step in chain[1:]} == {
+        step: [before] for before, step in itertools.pairwise(chain)
+    }, parents
 
 
 def test_the_link_prefect_prints_opens_the_run_in_this_checkouts_ui(two_runs, browser) -> None:

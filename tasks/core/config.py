@@ -288,6 +288,11 @@ class FlowParams(_Strict):
     lock_timeout_seconds: float = Field(
         default=600, ge=0, description="wait this long for another run or dvc command"
     )
+    server_retries: int = Field(
+        default=4, ge=0, le=8,
+        description="a call to the Prefect server is retried this often, waiting 2, 4, 8, "
+        "16... s between tries; then the run ends naming the server",
+    )  # fmt: skip
     serve: ServeParams = Field(default_factory=ServeParams)
     server: ServerParams = Field(default_factory=ServerParams)
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tasks.core.errors import DiskFull, PlumberError, Stopped, is_disk_full, report
+from tasks.core.errors import DiskFull, PlumberError, StepError, Stopped, is_disk_full, report
 
 # The flow runs each stage with this set to a format without a timestamp: it re-logs the
 # stage's lines through Prefect, which stamps them itself.
@@ -91,4 +91,17 @@ def run_step(step: Callable[[], object], stage: str | None = None) -> int:
         if not is_disk_full(exc):
             raise  # a bug or an unexpected failure: its traceback
         return report(DiskFull.of(exc))
+    except Exception as exc:
+        return report(explained(exc))
     return 0
+
+
+def explained(exc: Exception) -> PlumberError:
+    """An outage a library words poorly, as one line naming what is down; else `exc`
+    itself, re-raised (a bug or an unexpected failure: its traceback)."""
+    from tasks.core.tracking import artifact_store_down
+
+    problem = artifact_store_down(exc)
+    if problem is None:
+        raise exc
+    return StepError(problem)

@@ -114,6 +114,36 @@ def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
     )
 
 
+def artifact_store_down(exc: BaseException) -> str | None:
+    """When an artifact upload through the MLflow server's proxy (mlflow-artifacts:) failed
+    because the object store behind it does not answer: one line naming that store and its
+    address (AWS_ENDPOINT_URL, the stack profile's), where MLflow's own error names only its
+    server's port. None for any other failure."""
+    import socket
+
+    from tasks.core.stack import OBJECT_STORE
+
+    seen: BaseException | None = exc
+    text = ""
+    while seen is not None:  # MLflow wraps the transport's error at times
+        text += f" {seen}"
+        seen = seen.__cause__ or seen.__context__
+    endpoint = os.environ.get(OBJECT_STORE)
+    if "mlflow-artifacts" not in text or not endpoint:
+        return None
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=5).close()
+        return None  # it answers: MLflow's own error says more
+    except OSError as down:
+        problem = down.strerror or type(down).__name__
+    server = safe_uri(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    return (f"the object store at {safe_uri(endpoint)} does not answer ({problem}): the "
+            f"MLflow server at {server} keeps artifacts there and could not store this "
+            "run's; start it (`plumber stack up`) and run again")  # fmt: skip
+
+
 def not_found(exc: BaseException) -> bool:
     """MLflow's answer for a run, model, version or alias that does not exist, from any
     store (an alias that is not set comes as INVALID_PARAMETER_VALUE "... not found")."""
@@ -186,6 +216,8 @@ DESCRIPTIONS = {
     "-data": "Plumber's data versions: one run per flow run that collected, with the "
     "dvc.lock, manifest and outputs the next run restores (README, 'Running on shared "
     "infrastructure').",
+    "-releases": "Plumber's release history: one run per registered model, with every "
+    "release and rollback as history.txt and one JSON file per entry (`plumber releases`).",
     "-reproduce": "Rebuilds of released models by `plumber reproduce --log`, compared bit "
     "for bit with the originals.",
     "": "Plumber's training runs: one per candidate model, with its params, per-epoch "

@@ -46,7 +46,7 @@ def recover(
     if crashed_flow_run:
         reason = f"its flow run {crashed_flow_run} died; marked by the next run at {clock.stamp()}"
         done += runs.end_runs_of_flow_run(client, paths, crashed_flow_run, reason)
-    registry.ensure_model(client, model_name)
+    registry.ensure_model(client, model_name, paths)
     done += registry.reconcile(client, model_name)
     for path, _ in killed:
         path.unlink(missing_ok=True)

@@ -274,7 +274,7 @@ def rollback(params: Params, paths: Paths, reason: str, to: str | None = None) -
     name = params.release.model_name
     with locked(paths, params.release.lock_timeout_seconds), journal.intent(paths, "rollback"):
         client = registry.connect(paths)
-        registry.ensure_model(client, name)
+        registry.ensure_model(client, name, paths)
         registry.reconcile(client, name)
         current = registry.champion(client, name)
         if current is None:

@@ -1,10 +1,11 @@
-"""MLflow metric names: grouped by window, then by model, as the MLflow UI shows them."""
+"""MLflow metric names: grouped by window, then by model, as the MLflow UI shows them; the
+object store behind MLflow's artifact proxy named when it is what is down."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.core.tracking import epoch_metric, experiment_tags, metric_name
+from tasks.core.tracking import artifact_store_down, epoch_metric, experiment_tags, metric_name
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,45 @@ def test_the_models_scores_sort_before_every_baselines() -> None:
 def test_every_experiment_of_ours_is_a_model_training_one_with_a_description() -> None:
     for name, start in [("plumber", "Plumber's training runs"),
                         ("plumber-data", "Plumber's data versions"),
+                        ("plumber-releases", "Plumber's release history"),
                         ("plumber-reproduce", "Rebuilds of released models")]:  # fmt: skip
         tags = experiment_tags(name)
         assert tags["mlflow.experimentKind"] == "custom_model_development"
         assert tags["mlflow.note.content"].startswith(start)
+
+
+PROXIED = (
+    "API request to endpoint /api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/x.txt "
+    "failed with error code 500 != 200"
+)
+
+
+def test_an_artifact_upload_is_blamed_on_the_object_store_only_when_it_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as held:  # a port that answers
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        answering = f"http://127.0.0.1:{held.getsockname()[1]}"
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            down = f"http://minio:s3cret@127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", down)
+        line = artifact_store_down(MlflowException(PROXIED))
+        assert line is not None and line.startswith(
+            f"the object store at http://minio:***@127.0.0.1:{down.rsplit(':', 1)[1]} does not "
+            "answer (Connection refused): the MLflow server at http://127.0.0.1:5000 keeps"
+        ), line
+        wrapped = RuntimeError("upload failed")
+        wrapped.__cause__ = MlflowException(PROXIED)
+        assert artifact_store_down(wrapped) == line
+        assert artifact_store_down(MlflowException("RESOURCE_DOES_NOT_EXIST: run x")) is None
+        monkeypatch.setenv("AWS_ENDPOINT_URL", answering)  # up: MLflow's error says more
+        assert artifact_store_down(MlflowException(PROXIED)) is None
+        monkeypatch.delenv("AWS_ENDPOINT_URL")  # no address known (AWS S3 itself)
+        assert artifact_store_down(MlflowException(PROXIED)) is None

@@ -21,10 +21,12 @@ from tasks.core.stack import read_profile
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def in_stack(profile: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def in_stack(
+    profile: Path, argv: list[str], cwd: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
     """A command run the way a user's is: the profile's variables in its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env.update(read_profile(profile))
+    env.update(read_profile(profile), **extra)
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -66,6 +68,7 @@ def test_stack_up_serves_every_part_down_stops_all_and_up_brings_the_data_back(
             "object-store": True, "mlflow": True, "prefect": True}  # fmt: skip
 
         run_id = _use_every_part(profile, repo)
+        _an_object_store_down_is_named(profile, repo, state)
         pids = [r["pid"] for r in state["services"].values()]
         assert stack.down(paths, purge=False, say=said.append)
         assert not any(pid_alive(pid) for pid in pids), "a service outlived `stack down`"
@@ -102,6 +105,35 @@ def _use_every_part(profile: Path, repo: Path) -> str:
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert stack.POOL in in_stack(profile, [prefect, "work-pool", "ls"], repo).stdout
     return logged.stdout.strip().splitlines()[-1]
+
+
+LOG_WITH_STORE_DOWN = """
+import mlflow
+from tasks.core.tracking import artifact_store_down
+mlflow.set_experiment("stack-test")
+try:
+    with mlflow.start_run():
+        mlflow.log_text("never stored", "notes/lost.txt")
+except Exception as exc:
+    print(artifact_store_down(exc))
+"""
+
+
+def _an_object_store_down_is_named(profile: Path, repo: Path, state: dict[str, Any]) -> None:
+    """An artifact sent through MLflow's proxy while the object store behind it is down:
+    MLflow's error names its own server; Plumber's line names the store and its address."""
+    assert stack.stop_group(state["services"]["object-store"])
+    done = in_stack(
+        profile,
+        [sys.executable, "-c", LOG_WITH_STORE_DOWN],
+        repo.parent,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
+    )  # as params' tracking.request_retries
+    store = read_profile(profile)["AWS_ENDPOINT_URL"]
+    last = (done.stdout.splitlines() or [""])[-1]  # after MLflow's "View run" lines
+    assert last.startswith(f"the object store at {store} does not answer"), (
+        done.stdout + done.stderr[-2000:]
+    )
 
 
 def _data_is_back(profile: Path, repo: Path, run_id: str) -> None:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from tasks.core.paths import Paths
 from tests.factories import ROOT
 
 APPEND = """
@@ -23,14 +24,21 @@ for i in range(12):
 """
 
 
-def test_two_writers_keep_every_entry(tmp_path: Path) -> None:
+def client_for(paths: Paths):  # type: ignore[no-untyped-def]
     import mlflow
 
     from tasks.release import registry
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{paths.mlflow_db}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model("m")
+    registry.ensure_model(client, "m", paths)
+    return uri, client
+
+
+def test_two_writers_keep_every_entry(paths: Paths) -> None:
+    from tasks.release import registry
+
+    uri, client = client_for(paths)
     start = str(time.time() + 6)  # after both processes have imported MLflow
     writers = [subprocess.Popen([sys.executable, "-c", APPEND, uri, name, start], cwd=ROOT,
                                 stderr=subprocess.PIPE, text=True) for name in ("a", "b")]  # fmt: skip
@@ -41,6 +49,48 @@ def test_two_writers_keep_every_entry(tmp_path: Path) -> None:
     assert len({(e["writer"], e["i"]) for e in entries}) == 24
     for name in ("a", "b"):  # each writer's entries in the order it wrote them
         assert [e["i"] for e in entries if e["writer"] == name] == list(range(12))
+
+
+def test_the_history_is_a_readable_artifact_not_model_tags(paths: Paths) -> None:
+    from tasks.release import registry
+
+    _, client = client_for(paths)
+    for i, (before, after) in enumerate([(None, "1"), ("1", "2")]):
+        registry.record(client, "m", {"action": "release", "from": before, "to": after,
+                                      "forced": False, "reason": f"gate passed {i}"})  # fmt: skip
+    tags = client.get_registered_model("m").tags
+    assert list(tags) == [registry.HISTORY_EXPERIMENT_TAG]  # one short tag, no JSON
+    experiment = client.get_experiment(tags[registry.HISTORY_EXPERIMENT_TAG])
+    assert experiment.name == "plumber-releases"
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "m release history"
+    table = Path(client.download_artifacts(run.info.run_id, registry.TABLE, str(paths.root)))
+    assert table.read_text() == registry.format_history("m", registry.history(client, "m"))
+    assert "gate passed 1" in table.read_text().splitlines()[-1]
+    assert len(client.list_artifacts(run.info.run_id, registry.ENTRIES)) == 2
+
+
+def test_a_history_kept_as_model_tags_moves_into_the_artifacts(paths: Paths) -> None:
+    import json
+
+    import mlflow
+
+    from tasks.release import registry
+
+    uri = f"sqlite:///{paths.mlflow_db}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    old = [{"seq": 1, "at": "2026-11-01T06:00:00+00:00", "action": "release", "from": None,
+            "to": "1", "forced": False, "reason": "first release"},
+           {"seq": 2, "at": "2026-11-02T06:00:00+00:00", "action": "release", "from": "1",
+            "to": "2", "forced": False, "reason": "better"}]  # fmt: skip
+    client.set_registered_model_tag("m", "history.000001", json.dumps(old[0]))
+    client.set_registered_model_tag("m", "history.000002.3f9c2a1b", json.dumps(old[1]))
+    registry.ensure_model(client, "m", paths)  # what every release and `plumber releases` do
+    assert not [k for k in client.get_registered_model("m").tags if k.startswith("history.")]
+    assert registry.history(client, "m") == old
+    registry.record(client, "m", {"action": "rollback", "from": "2", "to": "1"})
+    assert [e["seq"] for e in registry.history(client, "m")] == [1, 2, 3]
 
 
 def test_the_history_table_has_each_heading_over_its_column() -> None:

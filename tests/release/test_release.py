@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -522,8 +523,12 @@ def test_what_a_killed_rollback_left_is_found_and_repaired_by_the_next_run(candi
     client = client_for(paths)
     # A rollback killed between its alias move and its history entry: the alias points at a
     # version the history never recorded, and its intent record outlived its process.
-    [key] = [k for k in client.get_registered_model(NAME).tags if k.startswith("history.")]
-    client.delete_registered_model_tag(NAME, key)
+    [history_run] = client.search_runs(
+        [client.get_registered_model(NAME).tags[registry.HISTORY_EXPERIMENT_TAG]]
+    )
+    stored = Path(urllib.parse.urlparse(history_run.info.artifact_uri).path)
+    [entry] = (stored / registry.ENTRIES).glob("*.json")  # the local store's file of it
+    entry.unlink()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     record = journal.folder(paths) / f"rollback-{dead.stdout.strip()}.json"
