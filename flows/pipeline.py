@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, Completed
 
 from flows import summary
+from flows.heartbeats import ensure_zombie_detection
 from flows.locks import holding_dvc, run_lock, wait_for_dvc
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
@@ -268,6 +269,7 @@ def pipeline(
             )
         changed = apply(paths.params, changes_of(overrides))
         params = load_params(paths.params)
+        ensure_zombie_detection(params.flow.heartbeat_grace_seconds)
         forced = "plumber run --force" if force else None
         if changed:
             forced = f"parameters overridden ({', '.join(changed)})"

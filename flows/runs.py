@@ -43,6 +43,8 @@ def use_project_environment(paths: Paths, stack: bool = True) -> None:
     # How long a call waits for a Prefect server that stopped answering. Prefect reads its
     # settings once, at import: set before it is (a worker's flow run inherits the worker's).
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(_server_retries(paths)))
+    # Every flow run sends a heartbeat: the server's zombie detection (flows/heartbeats.py).
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     # Loading a registered model draws a progress bar per file: noise in logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

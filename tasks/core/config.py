@@ -293,6 +293,10 @@ class FlowParams(_Strict):
         description="a call to the Prefect server is retried this often, waiting 2, 4, 8, "
         "16... s between tries; then the run ends naming the server",
     )  # fmt: skip
+    heartbeat_grace_seconds: float = Field(
+        default=600, ge=90, le=86400,
+        description="a flow run without a heartbeat (one every 30 s) this long is Crashed",
+    )  # fmt: skip
     serve: ServeParams = Field(default_factory=ServeParams)
     server: ServerParams = Field(default_factory=ServerParams)
 

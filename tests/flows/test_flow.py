@@ -126,6 +126,18 @@ def test_the_first_run_trains_and_releases(repo: Path) -> None:
     # The first collection reads every row and all of them are new.
     assert report["rows"]["new"]["flights"] == report["rows"]["read"]["flights"] == 842 + 943 + 914
     assert set(tasks.values()) == {"Completed"} and "release" in tasks
+    # The server holds Prefect's zombie detection for our flows (flows/heartbeats.py).
+    from prefect import get_client
+
+    from flows import heartbeats
+
+    with get_client(sync_client=True) as client:
+        [zombies] = client.read_automations_by_name(heartbeats.NAME)
+    held = zombies.model_dump(mode="json")
+    assert held["enabled"] and held["trigger"]["within"] == 600.0, held["trigger"]
+    assert [(a["type"], a["state"]) for a in held["actions"]] == [
+        ("change-flow-run-state", "CRASHED")
+    ]
     # The run graph draws the chain, as `dvc dag` does: each step waits for the one before.
     chain = ["collect", "validate", "retrain-policy", "featurize", "train", "evaluate",
              "record", "release"]  # fmt: skip
