@@ -34,6 +34,7 @@ from flows.local_server import HOST, ServerError, free_port, pid_alive, wait_ans
 from tasks.core import clock
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
+from tasks.core.secrets import mask_urls
 from tasks.core.stack import release_dvc_remote
 
 PG_ADMIN_ENV = "PLUMBER_STACK_PG"
@@ -147,8 +148,8 @@ def create_databases(admin: str, names: Any) -> None:
                     conn.execute(f'CREATE DATABASE "{db}"')
     except psycopg.Error as exc:
         raise StackError(
-            f"PostgreSQL at {masked(admin)} ({PG_ADMIN_ENV}): {first_line(exc)}; the stack keeps "
-            "MLflow's and Prefect's state there"
+            f"PostgreSQL at {mask_urls(admin)} ({PG_ADMIN_ENV}): {first_line(exc)}; the stack "
+            "keeps MLflow's and Prefect's state there"
         ) from None
 
 
@@ -391,7 +392,7 @@ def status(paths: Paths) -> dict[str, Any]:
         "name": state.get("name"),
         "services": services,
         "databases": databases(state["name"]) if state.get("name") else {},
-        "postgres": masked(admin_url()),
+        "postgres": mask_urls(admin_url()),
         "profile": str(profile) if profile.exists() else None,
     }
 
@@ -414,12 +415,6 @@ def format_status(data: dict[str, Any]) -> str:
     if data["profile"]:
         lines.append(f"use it: export PLUMBER_STACK={data['profile']}")
     return "\n".join(lines)
-
-
-def masked(url: str) -> str:
-    from tasks.core.secrets import mask_urls
-
-    return mask_urls(url)
 
 
 def first_line(exc: BaseException) -> str:

@@ -35,11 +35,12 @@ def mlflow_run(paths: Paths) -> dict[str, Any] | None:
     train = read_json(paths.train_record, default=None)
     if not train:
         return None
-    from tasks.core.tracking import run_page, safe_uri, tracking_uri
+    from tasks.core.secrets import mask_urls
+    from tasks.core.tracking import run_page, tracking_uri
 
     uri = tracking_uri(paths)
     server = uri.startswith(("http://", "https://"))
-    base = safe_uri(uri).rstrip("/") if server else LOCAL_MLFLOW_UI
+    base = mask_urls(uri).rstrip("/") if server else LOCAL_MLFLOW_UI
     experiment, run = train["experiment_id"], train["run_id"]
     return {"run_id": run, "experiment_id": experiment,
             "url": run_page(experiment, run, ui=f"{base}/"),

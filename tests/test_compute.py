@@ -108,7 +108,7 @@ def test_a_local_cluster_gives_the_bytes_of_one_process(project: MiniProject) ->
     assert rebuilt_cold(project) == in_process
 
 
-def test_a_worker_killed_mid_step_is_replaced_and_the_result_unchanged(
+def test_a_worker_killed_mid_step_leaves_its_work_to_the_other_and_the_result_unchanged(
     project: MiniProject, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL of one worker while validate's batches run on it: the scheduler sends its

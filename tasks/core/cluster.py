@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tasks.core import guard
 from tasks.core.config import ComputeParams
@@ -80,8 +81,11 @@ def running_cluster(
                     "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0",
                     "--local-directory", str(folder / f"worker-{i}")]  # fmt: skip
             procs.append(_start(folder, f"worker-{i}", argv, env))
-        _wait(lambda: _joined(folder) >= workers, procs, folder, timeout,
-              f"not all {workers} Dask workers joined")  # fmt: skip
+        from distributed import Client
+
+        with Client(address, timeout=timeout) as client:
+            _wait(lambda: _joined(client, workers), procs, folder, timeout,
+                  f"not all {workers} Dask workers joined")  # fmt: skip
         yield address
     finally:
         # The workers first: a worker whose scheduler went first waits to reconnect.
@@ -102,13 +106,15 @@ def _start(
         )  # fmt: skip
 
 
-def _joined(folder: Path) -> int:
-    """Workers that said they registered with the scheduler (their logs say so)."""
-    joined = 0
-    for log in folder.glob("worker-*.log"):
-        if "Registered to:" in log.read_text(errors="replace"):
-            joined += 1
-    return joined
+def _joined(client: Any, workers: int) -> bool:
+    """Whether `workers` workers have joined the scheduler, as Dask itself tells
+    (Client.wait_for_workers), asked a second at a time so that a part that exits
+    meanwhile is seen at once."""
+    try:
+        client.wait_for_workers(workers, timeout=1)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _wait(

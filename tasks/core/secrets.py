@@ -53,6 +53,18 @@ def mask_urls(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
 
 
+def without_credentials(url: str) -> str:
+    """`url` without its user name and password: the form a record, a comparison or a
+    request (with the credentials passed apart) takes. `s3://key:secret@bucket/dvc` ->
+    `s3://bucket/dvc`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def mask(text: str) -> str:
     """`text` with URL passwords and secret values replaced by ***."""
     if not text:

@@ -9,11 +9,12 @@ import os
 import subprocess
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 
 from tasks.core.paths import Paths
+from tasks.core.secrets import mask_urls, without_credentials
 
 T = TypeVar("T")
 
@@ -35,13 +36,6 @@ def uses_server(paths: Paths) -> bool:
     MLflow itself exports once a process pointed at it)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     return bool(uri) and uri != f"sqlite:///{paths.mlflow_db}"
-
-
-def safe_uri(uri: str) -> str:
-    """A tracking URI as it may appear in messages: any password masked."""
-    from tasks.core.secrets import mask_urls
-
-    return mask_urls(uri)
 
 
 def prepare(paths: Paths) -> str:
@@ -76,7 +70,7 @@ def check_server(uri: str, timeout: float, attempts: int) -> None:
 
     parts = urlsplit(uri)
     auth = (parts.username or "", parts.password or "") if parts.password else None
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    bare = without_credentials(uri)
     problem = ""
     for attempt in range(attempts):
         try:
@@ -92,7 +86,7 @@ def check_server(uri: str, timeout: float, attempts: int) -> None:
         if attempt + 1 < attempts:
             time.sleep(1)
     raise StepError(
-        f"the MLflow tracking server at {safe_uri(uri)} does not answer ({problem}; "
+        f"the MLflow tracking server at {mask_urls(uri)} does not answer ({problem}; "
         f"{attempts} attempt(s) of {timeout:g} s: tracking.connect_timeout_seconds, "
         "tracking.connect_attempts); check MLFLOW_TRACKING_URI"
     )
@@ -105,7 +99,7 @@ def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:
     what = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
     store = paths.mlflow_db
     if uri != f"sqlite:///{store}":  # decided by the URI: MLflow exports it once set
-        return (f"the MLflow tracking server at {safe_uri(uri)} cannot be used ({what}); "
+        return (f"the MLflow tracking server at {mask_urls(uri)} cannot be used ({what}); "
                 "nothing was changed")  # fmt: skip
     return (
         f"the local MLflow store {store} cannot be read ({what}); nothing was changed. "
@@ -138,8 +132,8 @@ def artifact_store_down(exc: BaseException) -> str | None:
         return None  # it answers: MLflow's own error says more
     except OSError as down:
         problem = down.strerror or type(down).__name__
-    server = safe_uri(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    return (f"the object store at {safe_uri(endpoint)} does not answer ({problem}): the "
+    server = mask_urls(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    return (f"the object store at {mask_urls(endpoint)} does not answer ({problem}): the "
             f"MLflow server at {server} keeps artifacts there and could not store this "
             "run's; start it (`plumber stack up`) and run again")  # fmt: skip
 

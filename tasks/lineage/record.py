@@ -35,6 +35,7 @@ from tasks.core.config import Params
 from tasks.core.errors import PlumberError, StepError
 from tasks.core.io import require, sha256_file
 from tasks.core.paths import Paths
+from tasks.core.secrets import mask_urls
 from tasks.lineage import git, remote
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def publish(paths: Paths, params: Params, run_id: str, flow_run_id: str | None) 
     run = tracking.find(f"MLflow run {run_id}", lambda: client.get_run(run_id))
     if run is None:
         raise StepError(f"the candidate's MLflow run {run_id} (models/train.json) is not in "
-                        f"{tracking.safe_uri(tracking.tracking_uri(paths))}")  # fmt: skip
+                        f"{mask_urls(tracking.tracking_uri(paths))}")  # fmt: skip
     recorded_before = bool(run.data.tags.get(RECORDED_TAG))
     if not recorded_before:  # what the record will say must be true now
         check_candidate(paths, yaml.safe_load(lock_bytes) or {})

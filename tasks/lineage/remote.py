@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.errors import StepError
+from tasks.core.secrets import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ class Remote:
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "url": self.url}
-
-
-def public_url(url: str) -> str:
-    """`url` without user name or password (s3://key:secret@bucket never reaches a record)."""
-    parts = urlsplit(url)
-    if not parts.netloc or "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def configured(root: Path, name: str = "") -> Remote:
@@ -57,7 +49,7 @@ def configured(root: Path, name: str = "") -> Remote:
                 f"{known}); add one: dvc remote add -d NAME URL"
             )
         options = dict(remotes[name])
-    return Remote(name, public_url(str(options["url"])), options)
+    return Remote(name, without_credentials(str(options["url"])), options)
 
 
 def for_record(root: Path, recorded: dict[str, str], override: str = "") -> Remote:
@@ -69,10 +61,12 @@ def for_record(root: Path, recorded: dict[str, str], override: str = "") -> Remo
         remotes = {name: dict(conf) for name, conf in repo.config["remote"].items()}
     if override:
         if override in remotes:
-            return Remote(override, public_url(remotes[override]["url"]), remotes[override])
-        return Remote("given", public_url(override), {"url": override})
+            return Remote(
+                override, without_credentials(remotes[override]["url"]), remotes[override]
+            )
+        return Remote("given", without_credentials(override), {"url": override})
     for name, conf in remotes.items():
-        if public_url(str(conf["url"])).rstrip("/") == recorded["url"].rstrip("/"):
+        if without_credentials(str(conf["url"])).rstrip("/") == recorded["url"].rstrip("/"):
             return Remote(name, recorded["url"], conf)
     return Remote(recorded["name"], recorded["url"], {"url": recorded["url"]})
 
@@ -180,4 +174,4 @@ def served_by(remote: Remote) -> str:
     """', the object store at URL' for a remote served by an S3-compatible store of its
     own address (MinIO, the stack's), which is what is down when a push cannot connect."""
     endpoint = remote.options.get("endpointurl")
-    return f", the object store at {public_url(str(endpoint))}" if endpoint else ""
+    return f", the object store at {without_credentials(str(endpoint))}" if endpoint else ""

@@ -18,6 +18,7 @@ import yaml
 
 from tasks.core.errors import ConfigError, NotFound, StepError
 from tasks.core.paths import Paths
+from tasks.core.secrets import mask_urls
 from tasks.lineage import record
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -145,7 +146,7 @@ def lineage(paths: Paths, client: Any, ref: Ref, check_remote: bool = True) -> d
             "id": ref.run_id,
             "experiment_id": run.info.experiment_id,
             "status": run.info.status,
-            "tracking_uri": tracking.safe_uri(tracking.tracking_uri(paths)),
+            "tracking_uri": mask_urls(tracking.tracking_uri(paths)),
         },
         # Who trained it (the flow run whose training stage ran, none for a `dvc repro` by
         # hand) and who recorded it (the flow run that pushed its data and wrote its
