@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,13 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.core.paths import Paths
-from tests.factories import ROOT, MiniProject
+from tests.factories import MiniProject
 
 # Log lines of tasks.* outside a flow run stay local (as `plumber` sets it), in every test.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# prefect.toml names var/prefect as Prefect's home; Prefect makes that folder but not var/,
-# and warns when it cannot (a fresh clone has no var/ yet).
-(ROOT / "var" / "prefect").mkdir(parents=True, exist_ok=True)
+# Prefect's home for the tests' own process: a folder of this session's, removed at its end,
+# not the checkout's var/prefect (prefect.toml's): importing the tests writes nothing into
+# the repository. Commands the tests start get their copy's own (tests/factories.env_for).
+PREFECT_HOME = tempfile.mkdtemp(prefix="plumber-tests-prefect-")
+os.environ["PREFECT_HOME"] = PREFECT_HOME
 
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -102,6 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     the suite, naming the line, even when every test passed."""
     from tests.server_logs import problems
 
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
     factory = getattr(session.config, "_tmp_path_factory", None)
     try:
         base = factory.getbasetemp() if factory is not None else None
