@@ -27,7 +27,6 @@ than `retention_days`.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -40,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.core import clock
+from tasks.core import clock, processes
 from tasks.core.config import ServerParams
 from tasks.core.errors import StepError
 from tasks.core.io import write_json
@@ -63,7 +62,7 @@ def read_state(paths: Paths) -> dict[str, Any] | None:
         state = json.loads((folder(paths) / STATE).read_text())
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and pid_alive(state.get("pid")) else None
+    return state if isinstance(state, dict) and processes.alive(state.get("pid")) else None
 
 
 def ensure(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
@@ -183,7 +182,7 @@ def wait_answering(
     next_note = 15.0
     while not answering():
         waited = time.monotonic() - started
-        if not pid_alive(pid):
+        if not processes.alive(pid):
             raise ServerError(f"{what} exited while starting ({last_line(log)}); see {log}; {hint}")
         if waited > limit:
             raise ServerError(
@@ -209,19 +208,10 @@ def healthy(url: str, timeout: float = 5.0) -> bool:
 def stop(paths: Paths, grace: float = 30.0) -> bool:
     """Stop the local server (and its supervisor); False when none was running."""
     state = read_state(paths)
-    if state is None:
-        (folder(paths) / STATE).unlink(missing_ok=True)
-        return False
-    pid = int(state["pid"])
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)  # the supervisor leads its own group
-    deadline = time.monotonic() + grace
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
+    if state is not None:
+        processes.stop_group(int(state["pid"]), grace)  # the supervisor leads its own group
     (folder(paths) / STATE).unlink(missing_ok=True)
-    return True
+    return state is not None
 
 
 def prune_history(url: str, keep: int) -> int:
@@ -246,13 +236,6 @@ def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
             return answer
         time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether `pid` is a live process (not a zombie)."""
-    from tasks.core.journal import process_started
-
-    return isinstance(pid, int) and pid > 0 and process_started(pid) is not None
 
 
 def port_free(port: int) -> bool:

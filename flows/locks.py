@@ -104,7 +104,7 @@ def dvc_holder(root: Path) -> str | None:
 
 def rwlock_holders(root: Path) -> list[tuple[int, str]]:
     """Live processes in DVC's per-output lock file (DVC itself drops dead ones)."""
-    from tasks.core.journal import process_started
+    from tasks.core.processes import started
 
     try:
         data = json.loads((root / ".dvc" / "tmp" / "rwlock").read_text())
@@ -113,5 +113,5 @@ def rwlock_holders(root: Path) -> list[tuple[int, str]]:
     infos = [*data.get("write", {}).values()]
     for readers in data.get("read", {}).values():
         infos += readers
-    live = {(int(i["pid"]), str(i["cmd"])) for i in infos if process_started(int(i["pid"]))}
+    live = {(int(i["pid"]), str(i["cmd"])) for i in infos if started(int(i["pid"]))}
     return sorted(live)

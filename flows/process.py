@@ -5,7 +5,6 @@ words ("its command was killed by SIGKILL", "exited 3 without an error line").
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -13,6 +12,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from tasks.core import processes
 
 _GRACE_SECONDS = 10  # between asking a timed-out stage to stop and killing it
 _WATCH_SECONDS = 2  # how often a running stage asks whether its flow run was cancelled
@@ -102,16 +103,8 @@ def _watch(
 
 
 def _stop_group(proc: subprocess.Popen[str]) -> None:
-    for sig, wait in ((signal.SIGTERM, _GRACE_SECONDS), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    processes.stop_group(proc.pid, _GRACE_SECONDS)
+    proc.wait()
 
 
 _EXITED_WITH = re.compile(r"exited with (-?\d+)")

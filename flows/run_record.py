@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasks.core import clock
-from tasks.core.journal import process_started
 from tasks.core.paths import Paths
+from tasks.core.processes import started
 from tasks.ops import last_run
 from tasks.ops.last_run import CRASHED, RUNNING
 
@@ -50,7 +50,7 @@ def holding_run(paths: Paths, flow_run: Any) -> Iterator[dict[str, Any] | None]:
             "name": flow_run.name,
             "state": RUNNING,
             "pid": pid,
-            "pid_started": process_started(pid),
+            "pid_started": started(pid),
             "host": socket.gethostname(),
             "holds_lock": shared,
             "started": clock.stamp(),

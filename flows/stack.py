@@ -18,20 +18,17 @@ databases and the object store's state.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.local_server import HOST, ServerError, free_port, pid_alive, wait_answering
-from tasks.core import clock
+from flows.local_server import HOST, ServerError, free_port, wait_answering
+from tasks.core import clock, processes
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
 from tasks.core.secrets import mask_urls
@@ -158,10 +155,10 @@ def ensure(
 ) -> dict[str, Any]:
     """The service's record: kept when its process lives and answers, else started."""
     known = state["services"].get(service)
-    if known and pid_alive(known.get("pid")) and answers(known["url"] + HEALTH[service]):
+    if known and processes.alive(known.get("pid")) and answers(known["url"] + HEALTH[service]):
         return dict(known)
     if known:
-        stop_group(known)
+        stop_service(known)
     wanted = int((known or {}).get("port") or PORTS[service])  # the same port again if free
     port = wanted if port_available(wanted) else free_port()
     url = f"http://{HOST}:{port}"
@@ -335,7 +332,7 @@ def down(paths: Paths, purge: bool, say: Say) -> list[str]:
     services = state.get("services", {})
     for service in reversed([name for name in PORTS if name in services]):
         record = services[service]
-        if stop_group(record):
+        if stop_service(record):
             stopped.append(service)
             say(f"stopped {service} (pid {record['pid']})")
     if purge and state.get("name"):
@@ -350,19 +347,14 @@ def down(paths: Paths, purge: bool, say: Say) -> list[str]:
     return stopped
 
 
-def stop_group(record: dict[str, Any], grace: float = 30.0) -> bool:
-    """SIGTERM the service's process group, SIGKILL what is left after `grace` seconds."""
+def stop_service(record: dict[str, Any], grace: float = 30.0) -> bool:
+    """The service's process group stopped (tasks/core/processes.py), and its process
+    reaped when this one started it; False when it was not running."""
     pid = record.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid):
+    if not isinstance(pid, int) or not processes.alive(pid):
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the service's children too
-    for proc in [p for p in _started if p.pid == pid]:  # started here: reap it
+    processes.stop_group(pid, grace)
+    for proc in [p for p in _started if p.pid == pid]:
         proc.wait(30)
         _started.remove(proc)
     return True
@@ -381,7 +373,7 @@ def status(paths: Paths) -> dict[str, Any]:
     state = read_state(paths)
     services = {}
     for service, record in state.get("services", {}).items():
-        alive = pid_alive(record.get("pid"))
+        alive = processes.alive(record.get("pid"))
         services[service] = {
             **record,
             "running": alive,

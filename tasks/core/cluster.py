@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.core import guard
+from tasks.core import guard, processes
 from tasks.core.config import ComputeParams
 from tasks.core.errors import StepError
 
@@ -90,7 +90,7 @@ def running_cluster(
     finally:
         # The workers first: a worker whose scheduler went first waits to reconnect.
         for proc in reversed(procs):
-            guard.stop_group(proc.pid)
+            processes.stop_group(proc.pid)
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
 

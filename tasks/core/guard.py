@@ -11,23 +11,22 @@ running, holding DVC's locks and writing outputs, after the flow that ran it die
 Why a process and not a thread or PR_SET_PDEATHSIG: a SIGKILL of the flow ends all of its
 threads, and PDEATHSIG fires when the *thread* that forked exits, which in Prefect's
 worker threads happens long before the flow ends. The guard imports the standard library
-only: it costs about 20 ms to start.
+and psutil only (tasks/core/processes.py): it costs about 40 ms to start.
 
 Exit status: COMMAND's, or 128 + N when COMMAND was ended by signal N.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
+from tasks.core.processes import stop_group
+
 POLL_SECONDS = 0.2
-GRACE_SECONDS = 10.0
 
 
 def command(argv: list[str]) -> list[str]:
@@ -51,38 +50,6 @@ def run_guarded(
             proc.wait()
             raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def stop_group(pgid: int, grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is still in it after `grace`.
-    The calling process may be in the group (the guard is): it is not waited for."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not members(pgid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def members(pgid: int) -> list[int]:
-    """Live processes of the group other than this one (zombies do not count)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
 
 
 def main(argv: list[str]) -> int:

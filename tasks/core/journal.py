@@ -20,30 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.core import clock
+from tasks.core import clock, processes
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
 
 
 def folder(paths: Paths) -> Path:
     return paths.journal
-
-
-def process_started(pid: int) -> float | None:
-    """When the process began (seconds since boot, from /proc), or None if it is gone.
-    With the pid it names one process: a pid reused later has another start time."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == "Z":  # exited, not yet reaped
-        return None
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
-def process_alive(pid: int, started: float | None) -> bool:
-    now = process_started(pid)
-    return now is not None and (started is None or abs(now - started) < 0.05)
 
 
 @dataclass
@@ -64,7 +47,7 @@ def intent(paths: Paths, operation: str, **info: Any) -> Iterator[Intent]:
     record = {
         "operation": operation,
         "pid": pid,
-        "pid_started": process_started(pid),
+        "pid_started": processes.started(pid),
         "host": socket.gethostname(),
         "started": clock.stamp(),
         **info,
@@ -86,6 +69,6 @@ def unfinished(paths: Paths) -> list[tuple[Path, dict[str, Any]]]:
         except (OSError, ValueError):
             found.append((path, {"operation": path.stem.split("-")[0]}))  # torn write
             continue
-        if not process_alive(int(record.get("pid", -1)), record.get("pid_started")):
+        if not processes.alive(int(record.get("pid", -1)), record.get("pid_started")):
             found.append((path, record))
     return found

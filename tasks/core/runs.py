@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tasks.core import clock, journal, tracking
+from tasks.core import clock, processes, tracking
 from tasks.core.paths import Paths
 
 # Tags every training run carries, so a later run can tell whether its process still lives.
@@ -25,7 +25,7 @@ def process_tags() -> dict[str, str]:
     pid = os.getpid()
     return {
         PID_TAG: str(pid),
-        PID_STARTED_TAG: str(journal.process_started(pid)),
+        PID_STARTED_TAG: str(processes.started(pid)),
         HOST_TAG: socket.gethostname(),
     }
 
@@ -77,7 +77,7 @@ def end_orphaned_runs(client: Any, paths: Paths) -> list[str]:
         if tags.get(HOST_TAG) != host or PID_TAG not in tags:
             continue  # another machine's run, or one that predates these tags
         started = tags.get(PID_STARTED_TAG)
-        alive = journal.process_alive(
+        alive = processes.alive(
             int(tags[PID_TAG]), float(started) if started not in (None, "None") else None
         )
         record = {"pid": tags[PID_TAG], "operation": "training", "started": "earlier"}

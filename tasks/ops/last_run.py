@@ -18,8 +18,8 @@ import os
 from typing import Any
 
 from tasks.core.io import read_json, write_json
-from tasks.core.journal import process_alive
 from tasks.core.paths import Paths
+from tasks.core.processes import alive
 
 LAST_RUN = "last_run.json"
 SHARED_NAME = "last_run"  # its name in a stack's shared state
@@ -83,7 +83,7 @@ def effective(
     if not record or record.get("state") != RUNNING:
         return record
     if shared_lock_held is None:
-        if process_alive(int(record.get("pid") or -1), record.get("pid_started")):
+        if alive(int(record.get("pid") or -1), record.get("pid_started")):
             return record
         reason = (
             f"its process (pid {record.get('pid')}) ended without recording an outcome "

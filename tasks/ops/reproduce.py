@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from tasks.core import journal, tracking
+from tasks.core import processes, tracking
 from tasks.core.config import Params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
@@ -119,7 +119,7 @@ def reproduce(paths: Paths, params: Params, client: Any, ref: Ref, opts: Options
     work = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     owner = work / OWNER
     owner.write_text(json.dumps({"pid": os.getpid(),
-                                 "started": journal.process_started(os.getpid())}))  # fmt: skip
+                                 "started": processes.started(os.getpid())}))  # fmt: skip
     result = Result(ref.run_id, ref.version, workspace=str(work) if opts.keep else None)
     try:
         _prepare(paths, found, work, opts)
@@ -144,7 +144,7 @@ def remove_stale_workspaces(folder: Path | None = None) -> list[Path]:
             owner = json.loads((work / OWNER).read_text())
         except (OSError, ValueError):
             continue  # kept with --keep, or not ours
-        if not journal.process_alive(int(owner["pid"]), owner.get("started")):
+        if not processes.alive(int(owner["pid"]), owner.get("started")):
             shutil.rmtree(work, ignore_errors=True)
             log.warning("removed %s, left by a reproduction that was stopped", work)
             removed.append(work)

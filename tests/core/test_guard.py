@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core import guard
+from tasks.core import guard, processes
 from tests.factories import ROOT, kill, wait_until
 
 # A command that starts a grandchild and waits: what `dvc repro` running a stage looks like.
@@ -38,8 +38,8 @@ def test_the_command_and_its_children_die_with_the_parent_even_on_sigkill() -> N
     )  # fmt: skip
     assert parent.stdout is not None
     group = int(parent.stdout.readline())
-    assert wait_until(lambda: len(guard.members(group)) >= 3)  # guard, sh, two sleeps
-    tree = guard.members(group)
+    assert wait_until(lambda: len(processes.group_members(group)) >= 3)  # guard, sh, two sleeps
+    tree = processes.group_members(group)
     kill(parent)  # SIGKILL: no clean-up code of the parent runs
     assert wait_until(lambda: not any(alive(pid) for pid in tree)), [
         pid for pid in tree if alive(pid)
@@ -48,8 +48,8 @@ def test_the_command_and_its_children_die_with_the_parent_even_on_sigkill() -> N
 
 def test_a_stopped_guard_stops_its_group_and_reports_the_signal() -> None:
     proc = subprocess.Popen(guard.command(TREE), cwd=ROOT, start_new_session=True)
-    assert wait_until(lambda: len(guard.members(proc.pid)) >= 3)
-    tree = guard.members(proc.pid)
+    assert wait_until(lambda: len(processes.group_members(proc.pid)) >= 3)
+    tree = processes.group_members(proc.pid)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
     assert wait_until(lambda: not any(alive(pid) for pid in tree))

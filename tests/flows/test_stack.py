@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from flows import stack
-from flows.local_server import pid_alive
 from tasks.core.paths import Paths
+from tasks.core.processes import alive
 from tasks.core.stack import read_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -71,7 +71,7 @@ def test_stack_up_serves_every_part_down_stops_all_and_up_brings_the_data_back(
         _an_object_store_down_is_named(profile, repo, state)
         pids = [r["pid"] for r in state["services"].values()]
         assert stack.down(paths, purge=False, say=said.append)
-        assert not any(pid_alive(pid) for pid in pids), "a service outlived `stack down`"
+        assert not any(alive(pid) for pid in pids), "a service outlived `stack down`"
 
         stack.up(paths, name, 300, said.append)  # the same state, read back
         _data_is_back(profile, repo, run_id)
@@ -122,7 +122,7 @@ except Exception as exc:
 def _an_object_store_down_is_named(profile: Path, repo: Path, state: dict[str, Any]) -> None:
     """An artifact sent through MLflow's proxy while the object store behind it is down:
     MLflow's error names its own server; Plumber's line names the store and its address."""
-    assert stack.stop_group(state["services"]["object-store"])
+    assert stack.stop_service(state["services"]["object-store"])
     done = in_stack(
         profile,
         [sys.executable, "-c", LOG_WITH_STORE_DOWN],
