@@ -202,19 +202,25 @@ def status(ctx: typer.Context, as_json: JSON = False) -> int:
     return 0
 
 
-@app.command(epilog="Examples: plumber release; override the gate, recorded: "
-             "plumber release --force --reason 'JFK slice check under review'")  # fmt: skip
+@app.command(epilog="Examples: plumber release; after a change to the release policy: "
+             "plumber release --rejudge --reason 'latency budget 20 ms'; override the gate, "
+             "recorded: plumber release --force --reason 'JFK slice under review'")  # fmt: skip
 def release(
     ctx: typer.Context,
     force: Annotated[
         bool, typer.Option("--force", help="promote despite the gate (recorded)")
     ] = False,
-    reason: Annotated[str, typer.Option(help="why (required with --force)")] = "",
+    rejudge: Annotated[
+        bool,
+        typer.Option("--rejudge", help="judge a candidate already judged again, by the gate"),
+    ] = False,
+    reason: Annotated[str, typer.Option(help="why (required with --force, --rejudge)")] = "",
 ) -> int:
     """Gate the trained candidate and move `champion` if it passes."""
     from tasks.release import run as releasing
 
-    outcome = releasing.run(load_params(ctx.obj.params), ctx.obj, force=force, reason=reason)
+    params = load_params(ctx.obj.params)
+    outcome = releasing.run(params, ctx.obj, force=force, reason=reason, rejudge=rejudge)
     print(releasing.describe(outcome))
     return 0  # a rejected candidate is a normal outcome
 

@@ -92,12 +92,17 @@ def run(
     force: bool = False,
     reason: str = "",
     flow_run_id: str | None = None,
+    rejudge: bool = False,
 ) -> Outcome:
-    """Release the trained candidate; `flow_run_id`: the Prefect flow run doing it."""
+    """Release the trained candidate; `flow_run_id`: the Prefect flow run doing it.
+    `rejudge`: judge a candidate already judged again, by the gate as params.yaml's
+    `release` section now says (after a change to it), as a new version."""
     policy, name = params.release, params.release.model_name
     flow_run_id = flow_run_id or os.environ.get(tracking.FLOW_RUN_ENV)
-    if force and not reason.strip():
-        raise StepError("a forced release needs --reason")
+    if force and rejudge:
+        raise StepError("--force judges again without the gate, --rejudge with it: not both")
+    if (force or rejudge) and not reason.strip():
+        raise StepError(f"{'a forced release' if force else '--rejudge'} needs --reason")
     train = read_json(require(paths.train_record, "train"))
     metrics = read_json(require(paths.metrics, "evaluate"))
     run_id = train["run_id"]
@@ -107,7 +112,7 @@ def run(
         repaired = recovery.recover(paths, name, client)
         unrecorded = _record(params, paths, client, run_id, flow_run_id)
         release = Release(params, paths, client, train, metrics, force, reason, flow_run_id, entry,
-                          unrecorded)  # fmt: skip
+                          unrecorded, rejudge)  # fmt: skip
         outcome = _judge(release)
         outcome.repaired = repaired + outcome.repaired
     write_json(paths.judged, {"run_id": run_id, "version": outcome.version,
@@ -129,6 +134,7 @@ class Release:
     flow_run_id: str | None
     entry: journal.Intent
     unrecorded: str = ""  # why the candidate's record could not be written, if it could not
+    rejudge: bool = False  # judged again by the gate, though already judged
 
     @property
     def name(self) -> str:
@@ -182,17 +188,19 @@ def _judge(r: Release) -> Outcome:
 
 
 def _already_judged(r: Release, champion: str | None) -> Outcome | None:
-    """A training is judged once: again only with --force (a version per judgement)."""
+    """A training is judged once: again only with --rejudge (by the gate) or --force
+    (a version per judgement)."""
     unfinished = (registry.PENDING, registry.ABANDONED)
     decided = [v for v in registry.versions_of_run(r.client, r.name, r.run_id)
                if v.tags.get("decision") not in unfinished]  # fmt: skip
-    if not decided or r.force:
+    if not decided or r.force or r.rejudge:
         return None
     latest = max(decided, key=lambda v: int(v.version))
     return Outcome(
         latest.tags["decision"],
         [f"this training (run {r.run_id}) was already judged as version {latest.version}: "
-         "train a new candidate, or use --force"],
+         "train a new candidate, judge it again with --rejudge (after a change to the "
+         "release policy), or use --force"],
         str(latest.version), champion, champion,
     )  # fmt: skip
 
@@ -223,11 +231,15 @@ def _record_decision(
         version=version, run_id=r.run_id, run_tags=run_tags, window=window, evidence=found,
         decision=decision, smoke=smoke, policy=r.params.release.model_dump(), reason=r.reason,
     )  # fmt: skip
+    if r.rejudge:
+        doc["rejudge_reason"] = r.reason
     link = _log_evidence(r, version, doc)
     tags = card.version_tags(
         version=version, run_tags=run_tags, flow_run_id=r.flow_run_id, window=window,
         evidence=found, decision=decision, smoke=smoke, reason=r.reason,
     )  # fmt: skip
+    if r.rejudge:
+        tags["rejudge_reason"] = registry.clip(r.reason)
     _tag(r, version, tags, decision.decision)
     description = card.model_card(version, r.train, found, decision, r.metrics, r.params, link)
     r.client.update_model_version(r.name, version, description=description)
@@ -259,6 +271,8 @@ def _promote(r: Release, version: str, decision: Decision) -> None:
     """Step 7: the champion alias moves, and the history records why."""
     _step("promote")
     why = r.reason if r.force else "; ".join(decision.reasons)
+    if r.rejudge:
+        why = f"judged again ({r.reason}): {why}"
     registry.move_champion(
         r.client, r.name, version,
         {"action": "release", "forced": r.force, "reason": why, "run_id": r.run_id,

@@ -236,6 +236,39 @@ def test_rejected_candidate_is_a_normal_outcome(candidate) -> None:
     assert registry.history(client, NAME) == []
 
 
+def test_a_candidate_is_judged_again_by_the_changed_gate_only_when_asked(candidate) -> None:
+    """After a change to the release policy, `plumber release --rejudge --reason ...` judges
+    the same training again by the gate as it now stands (a new version); without it the
+    judgement stands, and --force stays the only way around the gate."""
+    import yaml
+
+    params, paths = candidate
+    assert release.run(params, paths).decision == "released"
+    policy = yaml.safe_load(paths.params.read_text())
+    policy["release"]["max_p99_latency_ms"] = 0.001  # the latency budget cut
+    paths.params.write_text(yaml.safe_dump(policy, sort_keys=False))
+
+    again = plumber(paths, "release")
+    assert again.returncode == 0 and "was already judged as version 1" in again.stdout
+    assert "--rejudge" in again.stdout
+    unexplained = plumber(paths, "release", "--rejudge")
+    assert unexplained.returncode == 1
+    assert unexplained.stderr.strip().splitlines() == ["error: --rejudge needs --reason"]
+    both = plumber(paths, "release", "--rejudge", "--force", "--reason", "x")
+    assert both.returncode == 1 and "not both" in both.stderr
+
+    judged = plumber(paths, "release", "--rejudge", "--reason", "latency budget cut to 1 us")
+    assert judged.returncode == 0, judged.stderr[-2000:]
+    client = client_for(paths)
+    version = client.get_model_version(NAME, "2")  # the same training, judged again
+    assert version.run_id == client.get_model_version(NAME, "1").run_id
+    assert version.tags["decision"] == "rejected"
+    assert version.tags["gate.failed"] == "budget.latency_p99_ms"
+    assert version.tags["rejudge_reason"] == "latency budget cut to 1 us"
+    assert evidence_of(client, version)["rejudge_reason"] == "latency budget cut to 1 us"
+    assert str(registry.champion(client, NAME).version) == "1"  # a rejection moves nothing
+
+
 def test_failed_smoke_test_rejects_and_moves_nothing(candidate) -> None:
     params, paths = candidate
     predictions = paths.reports / "test_predictions.parquet"
