@@ -16,13 +16,13 @@ names the holder (exit 75), never DVC's raw "Unable to acquire lock" or "is busy
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.core import dvc_internals
 from tasks.core.errors import Busy
 from tasks.core.locks import one_at_a_time
 from tasks.core.paths import Paths
@@ -65,53 +65,25 @@ def wait_for_dvc(root: Path, timeout: float) -> None:
 @contextmanager
 def holding_dvc(root: Path, timeout: float) -> Iterator[None]:
     """Hold DVC's repository lock for a short read of dvc.lock, once its holders are gone
-    (waited for, naming them, up to `timeout`). A DVC command that wants it meanwhile
-    retries for 3 s, or waits with --wait-for-lock."""
-    import zc.lockfile
-
+    (waited for, naming them, up to `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
         wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
-        try:
-            held = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))
-            break
-        except zc.lockfile.LockError:  # taken between the check and now: wait again
-            time.sleep(0.1)
-    try:
-        yield
-    finally:
-        held.close()
+        with dvc_internals.holding_repo_lock(root) as held:
+            if held:
+                yield
+                return
+        time.sleep(0.1)  # taken between the check and now: wait again
 
 
 def dvc_holder(root: Path) -> str | None:
     """Who holds DVC's locks now, in words; None when nobody does."""
-    # DVC's own lock library: its locks are not the kind tasks/core/locks.py takes.
-    import zc.lockfile
-
-    lock_file = root / ".dvc" / "tmp" / "lock"
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        zc.lockfile.LockFile(str(lock_file)).close()
-    except zc.lockfile.LockError:
-        pid = lock_file.read_text().strip() if lock_file.exists() else ""
-        return f"a DVC command (pid {pid or '?'}: `dvc repro` or another; {lock_file})"
-    holders = rwlock_holders(root)
+    pid = dvc_internals.repo_lock_holder(root)
+    if pid is not None:
+        lock = dvc_internals.repo_lock(root)
+        return f"a DVC command (pid {pid}: `dvc repro` or another; {lock})"
+    holders = dvc_internals.rwlock_holders(root)
     if holders:
         stage_pid, cmd = holders[0]
         return f"a DVC stage (pid {stage_pid}: `{cmd}`; .dvc/tmp/rwlock)"
     return None
-
-
-def rwlock_holders(root: Path) -> list[tuple[int, str]]:
-    """Live processes in DVC's per-output lock file (DVC itself drops dead ones)."""
-    from tasks.core.processes import started
-
-    try:
-        data = json.loads((root / ".dvc" / "tmp" / "rwlock").read_text())
-    except (OSError, ValueError):
-        return []
-    infos = [*data.get("write", {}).values()]
-    for readers in data.get("read", {}).values():
-        infos += readers
-    live = {(int(i["pid"]), str(i["cmd"])) for i in infos if started(int(i["pid"]))}
-    return sorted(live)

@@ -37,10 +37,10 @@ from flows.stages import (
     StageFailed,
     StageResult,
     reproduce_stage,
-    stage_order,
 )
 from tasks.core import cluster, secrets
 from tasks.core.config import FlowParams, Params, load_params
+from tasks.core.dvc_internals import stage_order
 from tasks.core.errors import Busy, ConfigError, DiskFull, StepError
 from tasks.core.paths import Paths
 from tasks.core.stack import profile_path

@@ -25,6 +25,7 @@ from typing import Any
 
 from flows.process import last_error, run_captured
 from tasks.core import progress
+from tasks.core.dvc_internals import lock_race, stage_changed
 from tasks.core.entry import LOG_FORMAT_ENV
 from tasks.core.errors import Busy, DiskFull, StepError
 from tasks.core.progress import Bars
@@ -91,36 +92,6 @@ class StageTimeout(StepError):
     """A stage ran past its limit (flow.stage_timeout_seconds) and was stopped."""
 
 
-def stage_order(root: Path) -> list[str]:
-    """Every stage of dvc.yaml, dependencies first, as `dvc repro` would run them. Read
-    under DVC's repository lock, as DVC's commands read it: never a half-written dvc.lock."""
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import get_active_graph, plan_repro
-
-    with Repo(str(root)) as repo, repo.lock:
-        return [_address(root, stage) for stage in plan_repro(get_active_graph(repo.index.graph))]
-
-
-def _address(root: Path, stage: Any) -> str:
-    """How `dvc repro` run in `root` names the stage (DVC's own `addressing` is relative
-    to the current directory, which need not be the project's)."""
-    dvcfile = os.path.relpath(stage.dvcfile.path, root)
-    return str(stage.name) if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
-
-
-def stage_changed(root: Path, name: str) -> bool:
-    """Whether `dvc repro` would run the stage: always-changed, or a dependency, output,
-    parameter or command differs from dvc.lock. Hashes come from DVC's state cache, so
-    files that did not change are not read again."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo, repo.lock:
-        # An absolute target: DVC reads a bare stage name relative to the current directory.
-        dvcfile, _, stage_name = name.rpartition(":")
-        [stage] = repo.stage.collect(f"{root / (dvcfile or 'dvc.yaml')}:{stage_name}")
-        return bool(stage.always_changed or stage.changed())
-
-
 def reproduce_stage(
     root: Path,
     name: str,
@@ -156,7 +127,7 @@ def reproduce_stage(
                 code, tail, timed_out = run_captured(
                     argv, root, env, timeout, _relay(name, bars), stop_when=watch
                 )
-            if code == 0 or not _dvc_lock_race(tail) or time.monotonic() >= deadline:
+            if code == 0 or not lock_race(tail) or time.monotonic() >= deadline:
                 break
             # Another DVC command took a lock between our check and the stage's start.
             wait_for_dvc(root, max(0.0, deadline - time.monotonic()))
@@ -176,16 +147,12 @@ def reproduce_stage(
     if code != 0:
         message = mask(last_error(tail, code))
         # DVC exits 1 whatever the stage's code: a busy stage is known by its `busy:` line.
-        if any(line.startswith("busy: ") for line in tail) or _dvc_lock_race(tail):
+        if any(line.startswith("busy: ") for line in tail) or lock_race(tail):
             raise Busy(message)
         if any(line.startswith(f"{DiskFull.kind}: ") for line in tail):
             raise DiskFull(message)
         raise StepError(message)
     return StageResult(name, RAN, seconds)
-
-
-def _dvc_lock_race(tail: list[str]) -> bool:
-    return any("Unable to acquire lock" in line or "is being blocked by" in line for line in tail)
 
 
 class CancelWatch:

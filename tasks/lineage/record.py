@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from tasks.core import clock, tracking
+from tasks.core import clock, dvc_internals, tracking
 from tasks.core.config import Params
 from tasks.core.errors import PlumberError, StepError
 from tasks.core.io import require, sha256_file
@@ -118,33 +118,13 @@ def check_candidate(paths: Paths, lock: dict[str, Any]) -> None:
                 "outside DVC; run `dvc repro` (or `plumber run`) so the candidate and its "
                 "record agree"
             )
-    changed = drift(paths.root, rebuilt_stages(lock))
+    changed = dvc_internals.drift(paths.root, rebuilt_stages(lock))
     if changed:
         raise StepError(
             f"the candidate was built by other code or params than the working copy holds "
             f"now ({'; '.join(changed)}): retrain it (`plumber run --force`, or `dvc repro`) "
             "or restore them, so that its record names what built it"
         )
-
-
-def drift(root: Path, stages: list[str]) -> list[str]:
-    """What of `stages` differs from dvc.lock in the working copy: code and params (and
-    the command), but not data made by other stages, which the record pins itself."""
-    from dvc.repo import Repo
-
-    found = []
-    with Repo(str(root)) as repo, repo.lock:
-        made = {str(out.def_path) for stage in repo.index.stages for out in stage.outs}
-        for name in stages:
-            [stage] = repo.stage.collect(f"{root / 'dvc.yaml'}:{name}")
-            if stage.changed_stage():
-                found.append(f"{name}: its command")
-            for dep in stage.deps:
-                status = {} if str(dep.def_path) in made else dep.status()
-                for path, what in status.items():
-                    keys = f" ({', '.join(what)})" if isinstance(what, dict) else ""
-                    found.append(f"{name}: {path}{keys} changed")
-    return found
 
 
 def publish(paths: Paths, params: Params, run_id: str, flow_run_id: str | None) -> dict[str, Any]:

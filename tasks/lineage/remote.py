@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.core import dvc_internals
 from tasks.core.errors import StepError
 from tasks.core.secrets import without_credentials
 
@@ -145,7 +146,7 @@ def push(root: Path, remote: Remote, attempts: int, delay: float, timeout: float
         else:
             if done.returncode == 0:
                 return
-            problem = dvc_reason(done.stderr + done.stdout, done.returncode)
+            problem = dvc_internals.reason(done.stderr + done.stdout, done.returncode)
         if attempt < attempts:
             log.warning("dvc push to %s failed (%s); attempt %d of %d in %g s",
                         remote.url, problem, attempt + 1, attempts, delay)  # fmt: skip
@@ -154,20 +155,6 @@ def push(root: Path, remote: Remote, attempts: int, delay: float, timeout: float
     raise StepError(f"the data could not be pushed to the DVC remote {remote.name} "
                     f"({remote.url}{served_by(remote)}) in {attempts} attempt(s): "
                     f"{problem}")  # fmt: skip
-
-
-# The line DVC ends every failure with: an invitation, not the reason.
-DVC_FOOTER = "Having any troubles?"
-
-
-def dvc_reason(output: str, code: int) -> str:
-    """Why a DVC command failed, from its output: its last `ERROR:` line (DVC's footer and
-    blank lines left out), else its last line."""
-    lines = [line.strip() for line in output.splitlines()
-             if line.strip() and not line.strip().startswith(DVC_FOOTER)]  # fmt: skip
-    errors = [line for line in lines if line.startswith("ERROR:")]
-    reason = (errors or lines or [f"exit {code}"])[-1]
-    return reason.removeprefix("ERROR:").strip()
 
 
 def served_by(remote: Remote) -> str:
