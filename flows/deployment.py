@@ -34,18 +34,24 @@ def spec(serve: ServeParams) -> dict[str, Any]:
     }
 
 
+def _first_error(exc: ValueError) -> str:
+    """pydantic's message without its heading and links: "Invalid cron string: ..." """
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.startswith("  ")]
+    return (lines or [str(exc)])[0].removeprefix("Value error, ").split(" [type=")[0]
+
+
 def build(serve: ServeParams, root: Path) -> Any:
     """The RunnerDeployment `plumber serve` serves."""
-    from prefect._internal.schemas.validators import validate_cron_string
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.schedules import CronSchedule
     from prefect.schedules import Cron
 
     from flows.pipeline import pipeline
 
-    try:
-        validate_cron_string(serve.cron)
+    try:  # Prefect's own check of a cron line (and of its time zone)
+        CronSchedule(cron=serve.cron, timezone=serve.timezone)
     except ValueError as exc:
-        raise ConfigError(f"flow.serve.cron: {exc}") from None
+        raise ConfigError(f"flow.serve.cron: {_first_error(exc)}") from None
     limit = spec(serve)["concurrency_limit"]
     return pipeline.to_deployment(
         name=serve.name,

@@ -81,3 +81,25 @@ def test_importing_any_module_changes_nothing(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_every_test_the_code_and_readme_cite_exists() -> None:
+    """README's "What survives what" and the code's docstrings name tests as proof
+    (`test_faults.py::test_...`, `tests/lineage/test_remote.py`, a bare `::test_...` after
+    its file): each must exist, so a renamed or removed test cannot leave a claim behind."""
+    tests = ROOT / "tests"
+    defined = {m for p in tests.rglob("test_*.py")
+               for m in re.findall(r"^def (test_\w+)", p.read_text(), re.M)}  # fmt: skip
+    files = {p.relative_to(tests).as_posix() for p in tests.rglob("test_*.py")}
+    cited = re.compile(r"(?<![\w/.])((?:tests/)?(?:[a-z_]+/)*test_\w+\.py)?::(test_\w+)|"
+                       r"(?<![\w/.])((?:tests/)?(?:[a-z_]+/)*test_\w+\.py)\b")  # fmt: skip
+    texts = [ROOT / "README.md", *(ROOT / "tasks").rglob("*.py"), *(ROOT / "flows").rglob("*.py"),
+             *tests.rglob("*.py")]  # fmt: skip
+    missing = []
+    for path in texts:
+        for found in cited.finditer(path.read_text()):
+            file = (found.group(1) or found.group(3) or "").removeprefix("tests/")
+            known = not file or file in files or any(f.endswith("/" + file) for f in files)
+            if not known or (found.group(2) and found.group(2) not in defined):
+                missing.append(f"{path.relative_to(ROOT)}: {found.group(0)}")
+    assert not missing, missing
