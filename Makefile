@@ -36,10 +36,11 @@ run: $(STAMP)
 # The default suite (12 to 22 minutes here); the fault drills, the schedule drills and the
 # load test (15 to 25 more) run in CI after it (.ci/run) and with `make test-drills`.
 test: $(STAMP)
-	$(BIN)/pytest -m "not drill"
+	$(BIN)/pytest -m "not drill" --durations=20
 
+# The inner loop (under a minute): a test that starts processes for seconds is marked slow.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow and not drill"
+	$(BIN)/pytest -m "not slow and not drill" --durations=10
 
 test-drills: $(STAMP)
 	$(BIN)/pytest -m drill

@@ -86,6 +86,7 @@ def a_month(project: MiniProject) -> dict[str, bytes]:
     return outputs(project)
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_scheduler_with_two_workers_gives_the_bytes_of_one_process(
     project: MiniProject, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_scheduler_with_two_workers_gives_the_bytes_of_one_process(
     assert len(pids) == 2 and os.getpid() not in pids
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_local_cluster_gives_the_bytes_of_one_process(project: MiniProject) -> None:
     in_process = a_month(project)
     text = (project.root / "params.yaml").read_text()
@@ -108,6 +110,7 @@ def test_a_local_cluster_gives_the_bytes_of_one_process(project: MiniProject) ->
     assert rebuilt_cold(project) == in_process
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_worker_killed_mid_step_leaves_its_work_to_the_other_and_the_result_unchanged(
     project: MiniProject, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +159,7 @@ def test_an_unreachable_scheduler_is_one_line_naming_it(
         pass
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_stage_killed_leaves_no_worker_of_its_cluster_behind(project: MiniProject) -> None:
     """`python -m tasks.validate` on a local cluster of 2, SIGKILLed (the stage alone, as an
     OOM kill would): its workers notice their scheduler is gone and exit."""
@@ -173,6 +177,7 @@ def test_a_stage_killed_leaves_no_worker_of_its_cluster_behind(project: MiniProj
     assert wait_until(lambda: not leftovers(project.root), timeout=120), leftovers(project.root)
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_the_run_s_cluster_serves_every_stage_and_goes_with_it(
     project: MiniProject, tmp_path: Path
 ) -> None:
@@ -205,6 +210,7 @@ def test_the_run_s_cluster_serves_every_stage_and_goes_with_it(
     assert not folder.exists() and not cluster_processes(folder)
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_cluster_goes_with_the_process_that_started_it_even_on_sigkill(tmp_path: Path) -> None:
     """The flow's process SIGKILLed with its cluster up: the guards stop every part."""
     from tests.factories import kill

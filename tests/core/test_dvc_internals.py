@@ -13,6 +13,9 @@ import pytest
 
 from tasks.core import dvc_internals
 
+# Each test makes a DVC repository and runs DVC in it: `make test`, not test-fast.
+pytestmark = pytest.mark.slow
+
 DVC_YAML = """
 stages:
   first:

@@ -144,6 +144,7 @@ STEP_HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_lost_lock_connection_stops_the_exclusive_work_in_one_line(
     pg_url: str, tmp_path: Path
 ) -> None:

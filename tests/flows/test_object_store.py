@@ -48,6 +48,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_writes_survive_a_killed_server_multipart_and_parallel_included(tmp_path: Path) -> None:
     from boto3.s3.transfer import TransferConfig
 

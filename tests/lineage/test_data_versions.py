@@ -59,6 +59,7 @@ def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Paths]:
     return {name: checkout(tmp_path / name, remote) for name in ("a", "b")}
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_one_line_of_versions_restored_whole_and_stale_work_never_recorded(
     shared: dict[str, Paths],
 ) -> None:
@@ -89,6 +90,7 @@ def test_one_line_of_versions_restored_whole_and_stale_work_never_recorded(
     assert (b.root / "dvc.lock").read_bytes() == (a.root / "dvc.lock").read_bytes()
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_unrecorded_work_on_the_latest_version_is_continued_not_replaced(
     shared: dict[str, Paths],
 ) -> None:
@@ -102,6 +104,7 @@ def test_unrecorded_work_on_the_latest_version_is_continued_not_replaced(
     assert data_versions.publish(a, params, None)["seq"] == 2
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_version_that_fails_or_dies_while_recorded_is_ended_and_recorded_once(
     shared: dict[str, Paths],
 ) -> None:

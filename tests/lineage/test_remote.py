@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from tasks.core.secrets import without_credentials
 from tasks.lineage import remote
 
@@ -72,6 +74,7 @@ def test_a_record_is_read_through_the_configured_remote_of_its_url(tmp_path: Pat
     assert given.url == "/mnt/copy"
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_a_push_that_keeps_failing_names_the_remote_and_dvcs_reason(tmp_path: Path, caplog) -> None:
     import subprocess
     import sys
@@ -118,6 +121,7 @@ def test_no_remote_is_a_clear_error(tmp_path: Path) -> None:
         remote.configured(tmp_path)
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_an_object_store_that_is_down_is_named_with_its_address(tmp_path: Path) -> None:
     """An S3 remote whose object store answers nothing (a closed port on loopback): the
     error names the store and its address, and DVC's reason, never DVC's footer."""

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tasks.core.paths import Paths
 from tests.factories import ROOT
 
@@ -35,6 +37,7 @@ def client_for(paths: Paths):  # type: ignore[no-untyped-def]
     return uri, client
 
 
+@pytest.mark.slow  # starts processes for seconds: `make test`, not test-fast
 def test_two_writers_keep_every_entry(paths: Paths) -> None:
     from tasks.release import registry
 
