@@ -228,14 +228,18 @@ def prune_history(url: str, keep: int) -> int:
 
 def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
     """An API call, retried while the server answers 503 (SQLite busy: Prefect's own
-    client retries these too)."""
-    for attempt in range(6):
-        answer = client.request(method, path, **kwargs)
-        if answer.status_code != 503 or attempt == 5:
-            answer.raise_for_status()
-            return answer
-        time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+    client retries these too), waiting 0.5, 1, 2... s; then its error."""
+    from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
+
+    from tasks.core.retries import last_result
+
+    answer = Retrying(
+        stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.5),
+        retry=retry_if_result(lambda answer: answer.status_code == 503),
+        retry_error_callback=last_result,
+    )(lambda: client.request(method, path, **kwargs))  # fmt: skip
+    answer.raise_for_status()
+    return answer
 
 
 def port_free(port: int) -> bool:

@@ -62,34 +62,36 @@ def prepare(paths: Paths) -> str:
 
 def check_server(uri: str, timeout: float, attempts: int) -> None:
     """Raise StepError unless the tracking server at `uri` answers its health check."""
-    import time
-
     import httpx
+    from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
     from tasks.core.errors import StepError
+    from tasks.core.retries import last_result
 
     parts = urlsplit(uri)
     auth = (parts.username or "", parts.password or "") if parts.password else None
-    bare = without_credentials(uri)
-    problem = ""
-    for attempt in range(attempts):
+    health = f"{without_credentials(uri).rstrip('/')}/health"
+
+    def problem() -> str:
+        """ "" when it answers, else why not."""
         try:
-            answer = httpx.get(f"{bare.rstrip('/')}/health", auth=auth, timeout=timeout)
+            answer = httpx.get(health, auth=auth, timeout=timeout)
         except httpx.HTTPError as exc:
-            problem = type(exc).__name__
-        else:
-            if answer.status_code < 400:
-                return
-            problem = f"HTTP {answer.status_code}"
-            if answer.status_code in (401, 403):
-                break  # asking again with the same credentials will not help
-        if attempt + 1 < attempts:
-            time.sleep(1)
-    raise StepError(
-        f"the MLflow tracking server at {mask_urls(uri)} does not answer ({problem}; "
-        f"{attempts} attempt(s) of {timeout:g} s: tracking.connect_timeout_seconds, "
-        "tracking.connect_attempts); check MLFLOW_TRACKING_URI"
-    )
+            return type(exc).__name__
+        return "" if answer.status_code < 400 else f"HTTP {answer.status_code}"
+
+    # Asking again with the same credentials will not help: 401 and 403 are final.
+    found = Retrying(
+        stop=stop_after_attempt(attempts), wait=wait_fixed(1),
+        retry=retry_if_result(lambda why: why not in ("", "HTTP 401", "HTTP 403")),
+        retry_error_callback=last_result,
+    )(problem)  # fmt: skip
+    if found:
+        raise StepError(
+            f"the MLflow tracking server at {mask_urls(uri)} does not answer ({found}; "
+            f"{attempts} attempt(s) of {timeout:g} s: tracking.connect_timeout_seconds, "
+            "tracking.connect_attempts); check MLFLOW_TRACKING_URI"
+        )
 
 
 def store_problem(paths: Paths, uri: str, exc: BaseException) -> str:

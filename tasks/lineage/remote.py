@@ -12,7 +12,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from tasks.core import dvc_internals
 from tasks.core.errors import StepError
+from tasks.core.retries import last_result
 from tasks.core.secrets import without_credentials
 
 log = logging.getLogger(__name__)
@@ -134,27 +134,41 @@ def push(root: Path, remote: Remote, attempts: int, delay: float, timeout: float
     """`dvc push` of every output dvc.lock records to `remote`, retried `attempts` times
     with a doubling delay (a network or object store blips); then a StepError naming the
     remote and DVC's last line."""
+    from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential
+
     from tasks.core.guard import run_guarded
 
     argv = [sys.executable, "-m", "dvc", "push", "--quiet", "-r", remote.name]
-    problem = ""
-    for attempt in range(1, attempts + 1):
+
+    def attempt() -> str:
+        """ "" when pushed, else why not."""
         try:
             done = run_guarded(argv, timeout=timeout, cwd=root)
         except subprocess.TimeoutExpired:
-            problem = f"no answer within {timeout:g} s"
-        else:
-            if done.returncode == 0:
-                return
-            problem = dvc_internals.reason(done.stderr + done.stdout, done.returncode)
-        if attempt < attempts:
-            log.warning("dvc push to %s failed (%s); attempt %d of %d in %g s",
-                        remote.url, problem, attempt + 1, attempts, delay)  # fmt: skip
-            time.sleep(delay)
-            delay *= 2
-    raise StepError(f"the data could not be pushed to the DVC remote {remote.name} "
-                    f"({remote.url}{served_by(remote)}) in {attempts} attempt(s): "
-                    f"{problem}")  # fmt: skip
+            return f"no answer within {timeout:g} s"
+        return (
+            ""
+            if done.returncode == 0
+            else dvc_internals.reason(done.stderr + done.stdout, done.returncode)
+        )
+
+    def say(state: RetryCallState) -> None:
+        assert state.outcome is not None and state.next_action is not None
+        log.warning("dvc push to %s failed (%s); attempt %d of %d in %g s", remote.url,
+                    state.outcome.result(), state.attempt_number + 1, attempts,
+                    state.next_action.sleep)  # fmt: skip
+
+    def failed(state: RetryCallState) -> bool:
+        return state.outcome is not None and bool(state.outcome.result())
+
+    problem = Retrying(
+        stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=delay),
+        retry=failed, before_sleep=say, retry_error_callback=last_result,
+    )(attempt)  # fmt: skip
+    if problem:
+        raise StepError(f"the data could not be pushed to the DVC remote {remote.name} "
+                        f"({remote.url}{served_by(remote)}) in {attempts} attempt(s): "
+                        f"{problem}")  # fmt: skip
 
 
 def served_by(remote: Remote) -> str:

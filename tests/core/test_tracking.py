@@ -87,3 +87,38 @@ def test_an_artifact_upload_is_blamed_on_the_object_store_only_when_it_is_down(
         assert artifact_store_down(MlflowException(PROXIED)) is None
         monkeypatch.delenv("AWS_ENDPOINT_URL")  # no address known (AWS S3 itself)
         assert artifact_store_down(MlflowException(PROXIED)) is None
+
+
+def test_a_tracking_server_is_asked_again_unless_it_refuses_the_credentials() -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tasks.core.errors import StepError
+    from tasks.core.tracking import check_server
+
+    asked: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(StepError, match=r"\(HTTP 403; 3 attempt\(s\)"):
+            check_server(f"http://u:pw@127.0.0.1:{server.server_port}", 5, 3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/health"]  # refused credentials: not asked again
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(StepError, match=r"does not answer \(ConnectError; 2 attempt"):
+        check_server(f"http://127.0.0.1:{port}", 5, 2)

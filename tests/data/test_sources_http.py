@@ -14,7 +14,7 @@ import pytest
 
 from tasks.core.config import HttpSource
 from tasks.core.errors import SourceError
-from tasks.data.sources.http import backoff_seconds, read_http
+from tasks.data.sources.http import read_http
 
 Respond = Callable[[int, dict[str, str]], tuple[int, dict[str, str], Any]]
 
@@ -148,8 +148,11 @@ def test_json_values_arrive_as_text(server) -> None:
     assert all(str(t) == "str" for t in frame.dtypes)
 
 
-def test_backoff_grows_with_full_jitter() -> None:
-    for attempt in range(6):
-        waits = [backoff_seconds(attempt, 0.5, 4.0) for _ in range(200)]
-        assert min(waits) >= 0 and max(waits) <= min(4.0, 0.5 * 2**attempt)
-    assert max(backoff_seconds(5, 0.5, 4.0) for _ in range(200)) > 2.0
+def test_the_waits_grow_with_full_jitter_up_to_the_cap(server) -> None:
+    url, _ = server(lambda n, q: (503, {}, {}))  # a source that stays down
+    source = http_source(url, max_retries=6, backoff_seconds=0.5, max_backoff_seconds=4.0)
+    waits: list[float] = []
+    with pytest.raises(SourceError, match="HTTP 503 .* after 7 attempts"):
+        list(read_http("weather_api", source, since=None, page_size=5, sleep=waits.append))
+    assert len(waits) == 6
+    assert all(0 <= wait <= min(4.0, 0.5 * 2**n) for n, wait in enumerate(waits)), waits

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
@@ -87,47 +86,64 @@ def _get_json(
     params: dict[str, Any] | None,
     sleep: Callable[[float], None],
 ) -> dict[str, Any]:
-    for attempt in range(source.max_retries + 1):
-        last = attempt == source.max_retries
-        try:
-            response = client.get(url, params=params, timeout=source.timeout_seconds)
-        except httpx.TransportError as exc:  # connection refused, reset, timeouts
-            if last:
-                raise SourceError(
-                    f"{name}: {url} unreachable after {attempt + 1} attempts: {exc!r}"
-                ) from None
-            wait = backoff_seconds(attempt, source.backoff_seconds, source.max_backoff_seconds)
-            log.warning("%s: %s (%s); retrying in %.1fs", name, url, type(exc).__name__, wait)
-            sleep(wait)
-            continue
-        if response.status_code in RETRYABLE_STATUS and not last:
-            wait = retry_after_seconds(response) or backoff_seconds(
-                attempt, source.backoff_seconds, source.max_backoff_seconds
-            )
-            log.warning(
-                "%s: HTTP %d from %s; retrying in %.1fs", name, response.status_code, url, wait
-            )
-            sleep(min(wait, source.max_backoff_seconds))
-            continue
-        if response.status_code >= 400:
-            tries = f" after {attempt + 1} attempts" if attempt else ""
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        retry_if_result,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
+    backoff = wait_random_exponential(  # full jitter: uniform in [0, min(cap, base * 2**n)]
+        multiplier=source.backoff_seconds, max=source.max_backoff_seconds
+    )
+
+    def wait(state: RetryCallState) -> float:
+        answer = None if state.outcome is None or state.outcome.failed else state.outcome.result()
+        asked = retry_after_seconds(answer) if answer is not None else None
+        return min(asked, source.max_backoff_seconds) if asked else backoff(state)
+
+    def say(state: RetryCallState) -> None:
+        assert state.outcome is not None and state.next_action is not None
+        why = (type(state.outcome.exception()).__name__ if state.outcome.failed
+               else f"HTTP {state.outcome.result().status_code}")  # fmt: skip
+        log.warning("%s: %s (%s); retrying in %.1fs", name, url, why, state.next_action.sleep)
+
+    attempts = source.max_retries + 1
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts), wait=wait, sleep=sleep, before_sleep=say,
+        retry=retry_if_exception_type(httpx.TransportError)  # refused, reset, timeouts
+        | retry_if_result(lambda answer: answer.status_code in RETRYABLE_STATUS),
+        retry_error_callback=lambda state: state.outcome,  # the last answer, judged below
+    )  # fmt: skip
+    outcome = retrying(lambda: client.get(url, params=params, timeout=source.timeout_seconds))
+    if not isinstance(outcome, httpx.Response):  # the retries ran out: the last try's Future
+        if outcome.failed:
             raise SourceError(
-                f"{name}: HTTP {response.status_code} {response.reason_phrase} from "
-                f"{response.request.url}{tries}: {response.text[:200]}"
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise SourceError(f"{name}: {url} did not answer JSON") from None
-        if not isinstance(body, dict):
-            raise SourceError(f"{name}: {url} answered JSON that is not an object")
-        return body
-    raise AssertionError("unreachable")  # the loop always returns or raises
+                f"{name}: {url} unreachable after {attempts} attempts: {outcome.exception()!r}"
+            ) from None
+        outcome, tried = outcome.result(), attempts
+    else:
+        tried = retrying.statistics.get("attempt_number", 1)
+    return _json_of(name, url, outcome, tried)
 
 
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * 2**attempt))
+def _json_of(name: str, url: str, response: httpx.Response, tried: int) -> dict[str, Any]:
+    """The answer's JSON object, or a SourceError naming what is wrong with it."""
+    if response.status_code >= 400:
+        tries = f" after {tried} attempts" if tried > 1 else ""
+        raise SourceError(
+            f"{name}: HTTP {response.status_code} {response.reason_phrase} from "
+            f"{response.request.url}{tries}: {response.text[:200]}"
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise SourceError(f"{name}: {url} did not answer JSON") from None
+    if not isinstance(body, dict):
+        raise SourceError(f"{name}: {url} answered JSON that is not an object")
+    return body
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
