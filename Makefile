@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast test-drills check bench ui plots plots-template server serve stack clean
+.PHONY: install lock run test test-fast test-drills check docs docs-build bench ui plots plots-template server serve stack clean
 
 install: $(STAMP)
 
@@ -44,6 +44,14 @@ test-fast: $(STAMP)
 
 test-drills: $(STAMP)
 	$(BIN)/pytest -m drill
+
+# The documentation site (docs/, mkdocs.yml): built, then served on http://127.0.0.1:8000.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
+# Built with --strict (a broken link or anchor fails), as .ci/run does.
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Lint, format, types, and the layer rules (import-linter contracts in pyproject.toml:
 # tasks/ never imports flows/ or Prefect, so `dvc repro` runs the steps without either;

@@ -1,4 +1,5 @@
-"""The house rules that a reader relies on: README's map names every module, and
+"""The house rules that a reader relies on: the code map (docs/development.md) names every
+module, every test the docs and the code cite exists, and
 importing a module changes nothing (no logging set-up, no environment, no files)."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def modules() -> list[Path]:
 
 
 def mapped_paths(readme: str) -> set[str]:
-    """The paths README's "Where things are" tree names (two spaces per level)."""
+    """The paths the "Where things are" tree names (two spaces per level)."""
     tree = readme.split("## Where things are", 1)[1].split("```")[1]
     named, folders = set(), []
     for line in tree.splitlines():
@@ -37,8 +38,11 @@ def mapped_paths(readme: str) -> set[str]:
     return named
 
 
-def test_readme_where_things_are_names_every_module() -> None:
-    named = mapped_paths((ROOT / "README.md").read_text())
+CODE_MAP = ROOT / "docs" / "development.md"  # its "Where things are"
+
+
+def test_the_code_map_names_every_module() -> None:
+    named = mapped_paths(CODE_MAP.read_text())
     # A folder named with nothing under it is described as a whole (sources/, demo/).
     whole = {
         n for n in named if n.endswith("/") and not any(m.startswith(n) and m != n for m in named)
@@ -47,9 +51,9 @@ def test_readme_where_things_are_names_every_module() -> None:
         str(m) for m in modules()
         if str(m) not in named and not any(str(m).startswith(f) for f in whole)
     ]  # fmt: skip
-    assert not missing, f"README 'Where things are' does not name: {missing}"
+    assert not missing, f"{CODE_MAP.name}, 'Where things are', does not name: {missing}"
     gone = [n for n in named if n.endswith(".py") and not (ROOT / n).exists()]
-    assert not gone, f"README 'Where things are' names modules that do not exist: {gone}"
+    assert not gone, f"{CODE_MAP.name}, 'Where things are', names modules that do not exist: {gone}"
 
 
 IMPORT_ALL = """
@@ -84,7 +88,7 @@ def test_importing_any_module_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_every_test_the_code_and_readme_cite_exists() -> None:
-    """README's "What survives what" and the code's docstrings name tests as proof
+    """The docs' "What survives what" and the code's docstrings name tests as proof
     (`test_faults.py::test_...`, `tests/lineage/test_remote.py`, a bare `::test_...` after
     its file): each must exist, so a renamed or removed test cannot leave a claim behind."""
     tests = ROOT / "tests"
@@ -93,8 +97,8 @@ def test_every_test_the_code_and_readme_cite_exists() -> None:
     files = {p.relative_to(tests).as_posix() for p in tests.rglob("test_*.py")}
     cited = re.compile(r"(?<![\w/.])((?:tests/)?(?:[a-z_]+/)*test_\w+\.py)?::(test_\w+)|"
                        r"(?<![\w/.])((?:tests/)?(?:[a-z_]+/)*test_\w+\.py)\b")  # fmt: skip
-    texts = [ROOT / "README.md", *(ROOT / "tasks").rglob("*.py"), *(ROOT / "flows").rglob("*.py"),
-             *tests.rglob("*.py")]  # fmt: skip
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "tasks").rglob("*.py"),
+             *(ROOT / "flows").rglob("*.py"), *tests.rglob("*.py")]  # fmt: skip
     missing = []
     for path in texts:
         for found in cited.finditer(path.read_text()):

@@ -2,7 +2,7 @@
 Playwright) over the Prefect UI, the MLflow UI and `dvc plots show`'s page, after two
 pipeline runs in a fresh copy (the first released, the second rejected).
 
-The four questions the README's "Finding your way in the UIs" answers, asked of the
+The four questions docs/operations.md, "Finding your way in the UIs", answers, asked of the
 rendered pages: which model is in production and why (the registry page: the champion
 alias, the decision tags, the card); which data and code produced it (the version's tags);
 what happened in the last run (the flow run's state name, the run summary's stage table);

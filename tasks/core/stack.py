@@ -65,7 +65,7 @@ def read_profile(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(
             f"{STACK_ENV} names {path}, which cannot be read ({exc.strerror or exc}); start the "
-            "loopback stack with `plumber stack up`, or write a profile (README, 'Running on "
+            "loopback stack with `plumber stack up`, or write a profile (docs/deployment.md, 'Running on "
             "shared infrastructure')"
         ) from None
     values: dict[str, str] = {}

@@ -210,7 +210,7 @@ def start(paths: Paths, experiment: str | None = None) -> str:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 DESCRIPTIONS = {
     "-data": "Plumber's data versions: one run per flow run that collected, with the "
-    "dvc.lock, manifest and outputs the next run restores (README, 'Running on shared "
+    "dvc.lock, manifest and outputs the next run restores (docs/deployment.md, 'Running on shared "
     "infrastructure').",
     "-releases": "Plumber's release history: one run per registered model, with every "
     "release and rollback as history.txt and one JSON file per entry (`plumber releases`).",

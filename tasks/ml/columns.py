@@ -37,7 +37,7 @@ INPUT: dict[str, tuple[str, bool]] = {
     **{c: ("double", True) for c in HISTORY},
 }  # fmt: skip
 
-# A request that works as it is pasted (README, `plumber predict --help`): the required
+# A request that works as it is pasted (docs/cli.md, `plumber predict --help`): the required
 # columns and some optional ones, the rest left out. tests/release/test_serving.py sends it.
 EXAMPLE_COLUMNS = ["year", "month", "day", "hour", "minute", "carrier", "flight", "origin", "dest",
                    "distance", "tailnum", "temp", "wind_speed", "precip", "visib"]  # fmt: skip
