@@ -1,7 +1,7 @@
 """`plumber stack up|down|status`: the production stack, on this machine's loopback.
 
-    object store   moto's S3-compatible server; every write journalled durably under
-                   var/stack/object-store/ and replayed at start (flows/object_store.py)
+    object store   moto's S3-compatible server, in memory: a store for development, which
+                   `down` empties (production points at S3, MinIO or GCS: docs/deployment.md)
     MLflow         tracking server, backend store in PostgreSQL (<name>_mlflow), artifacts
                    in the object store (s3://<name>/mlflow; _ becomes -), served through the server
     Prefect        API server and UI on PostgreSQL (<name>_prefect), a process work pool
@@ -13,7 +13,7 @@ It uses the machine's PostgreSQL (PLUMBER_STACK_PG, default postgresql://postgre
 service's pid, port, URL, log), the logs, and stack.env, the profile a command or a worker
 points at with PLUMBER_STACK (tasks/core/stack.py). Each service leads its own process
 group, so `down` stops it with everything it started; `down --purge` also drops the
-databases and the object store's state.
+databases.
 """
 
 from __future__ import annotations
@@ -195,9 +195,7 @@ def command(
     name = state["name"]
     dbs = databases(name)
     if service == "object-store":
-        journal = home(paths) / "object-store" / "writes.jsonl"
-        journal.parent.mkdir(exist_ok=True)
-        return [sys.executable, "-m", "flows.object_store", HOST, str(port), str(journal)], base
+        return [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(port)], base
     if service == "mlflow":
         env = {
             **base,
@@ -249,7 +247,7 @@ def answers(url: str, timeout: float = 5.0) -> bool:
 
 
 def ensure_bucket(state: dict[str, Any]) -> None:
-    """The stack's bucket (its writes were replayed when the object store started)."""
+    """The stack's bucket, made if the object store (in memory) does not hold it."""
     import httpx
 
     store = state["services"]["object-store"]["url"]

