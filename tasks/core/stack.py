@@ -65,8 +65,8 @@ def read_profile(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(
             f"{STACK_ENV} names {path}, which cannot be read ({exc.strerror or exc}); start the "
-            "loopback stack with `plumber stack up`, or write a profile (docs/deployment.md, 'Running on "
-            "shared infrastructure')"
+            "loopback stack with `plumber stack up`, or write a profile (docs/deployment.md, "
+            "'Running on shared infrastructure')"
         ) from None
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):

@@ -5,8 +5,9 @@ as a small deep ensemble.
 batches (each with its own loss) and their probabilities averaged. On this data one
 network's valid-window recall moves by about 0.02 with the seed alone; averaging members
 removes most of that variance, which is what lifted the model above the tree baseline
-(docs/model.md, "The model and its training"). The members are batched into single tensors ([members, ...]
-weights, one `baddbmm` per layer), so five cost far less than five trainings.
+(docs/model.md, "The model and its training"). The members are batched into single
+tensors ([members, ...] weights, one `baddbmm` per layer), so five cost far less than five
+trainings.
 
 A checkpoint is a dict {"config": ModelConfig as a dict, "state_dict": tensors}, so a
 model can be rebuilt from the file alone.
