@@ -245,10 +245,21 @@ def load(paths: Any, name: str, version: str = "champion") -> Served:
 
 
 def serve(served: Served, host: str, port: int, ready: threading.Event | None = None) -> None:
-    """Answer requests until interrupted."""
+    """Answer requests until Ctrl-C or SIGTERM (then return), or until interrupted."""
+    import signal
+
     with ThreadingHTTPServer((host, port), handler_for(served)) as server:
         log.info("serving %s version %s on http://%s:%d", served.name, served.version,
                  host, server.server_address[1])  # fmt: skip
+
+        def stop(signum: int, frame: object) -> None:
+            # shutdown() waits for serve_forever's loop: from another thread, never this one.
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, stop)
         if ready is not None:
             ready.set()
         server.serve_forever()
+    log.info("stopped serving %s version %s", served.name, served.version)

@@ -444,7 +444,7 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
     mlflow_serve = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m",
                     f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1",
                     "-p", str(port)]  # fmt: skip
-    with serving_process(mlflow_serve, env, paths.root, port):
+    with serving_process(mlflow_serve, env, paths.root, port, work / "mlflow-serve.log"):
         served = pd.DataFrame(post(port, {"dataframe_split": rows})[1]["predictions"])
         assert np.abs(served["probability"].to_numpy() - expected.to_numpy()).max() <= 1e-6
         assert served["warn"].tolist() == scored["warn"].tolist()
@@ -453,9 +453,10 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
 
     # plumber serve-model: the same scores, the example request, and errors as one message.
     port = free_port()
-    argv = [sys.executable, "-m", "flows.cli", "--root", str(paths.root), "serve-model",
-            "--port", str(port)]  # fmt: skip
-    with serving_process(argv, env, ROOT, port) as server:
+    argv = [sys.executable, "-X", "faulthandler", "-m", "flows.cli", "--root", str(paths.root),
+            "serve-model", "--port", str(port)]  # fmt: skip
+    served_log = work / "serve-model.log"
+    with serving_process(argv, env, ROOT, port, served_log) as server:
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
         assert (health["model"], health["version"]) == (NAME, "1")
         assert {"name": "hour", "type": "long", "required": True} in health["columns"]
@@ -508,9 +509,14 @@ def test_served_champion_and_predict_match_the_pyfunc(candidate, tmp_path_factor
         else:
             pytest.fail("GET /invocations answered 200")
         server.send_signal(signal.SIGINT)  # Ctrl-C: a normal stop
-        # A safety bound, far above the second it takes here: on a machine 5-10x busier,
-        # unloading torch and MLflow at exit took over 30 s once (CI, 2026-12-07).
-        assert server.wait(timeout=180) == 0
+        # A safety bound, far above the second it takes here. (It hung in CI, 30 s and 180 s,
+        # while its stderr was a pipe nobody read: serving_process logs to a file now.)
+        try:
+            assert server.wait(timeout=180) == 0, served_log.read_text()[-3000:]
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack, to the log
+            server.wait(30)
+            raise AssertionError(served_log.read_text()[-6000:]) from None
 
 
 def free_port() -> int:
@@ -520,18 +526,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving_process(argv: list[str], env: dict[str, str], cwd: Path, port: int):  # type: ignore[no-untyped-def]
-    """A model server in its own process, once /ping answers; stopped after."""
-    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              cwd=cwd)  # fmt: skip
+def serving_process(argv: list[str], env: dict[str, str], cwd: Path, port: int, log: Path):  # type: ignore[no-untyped-def]
+    """A model server in its own process, once /ping answers; stopped after. Its log goes
+    to `log`: a pipe nobody reads fills up (64 KB), and the server's logging, and with it
+    its exit, then blocks for ever."""
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=cwd)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", server, "the model server")
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, f"the model server (log: {log})")
         yield server
     finally:
         if server.poll() is None:
             server.terminate()
         server.wait(timeout=180)
-        server.stderr.close()
 
 
 def post(port: int, body: dict | bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
