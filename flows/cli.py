@@ -133,7 +133,7 @@ def server_start(ctx: typer.Context) -> int:
     from flows import local_server
 
     cfg = load_params(ctx.obj.params).flow.server
-    url = local_server.start(ctx.obj, cfg, lambda line: print(line, file=sys.stderr))
+    url = local_server.ensure(ctx.obj, cfg, lambda line: print(line, file=sys.stderr))
     print(f"local Prefect server: {url.removesuffix('/api')} (UI); API {url}; "
           "it stays until `plumber server stop`")  # fmt: skip
     return 0
@@ -161,10 +161,8 @@ def server_status(ctx: typer.Context) -> int:
         print(f"local Prefect server: not running (state in {local_server.folder(ctx.obj)})")
         return 0
     answers = "answering" if local_server.healthy(state["url"]) else "NOT answering"
-    idle = (f"stops after {state['idle_minutes']:g} min idle" if state["idle_minutes"]
-            else "stays until `plumber server stop`")  # fmt: skip
     print(f"local Prefect server: {state['url']} (pid {state['pid']}, since "
-          f"{state['started']}; {answers}; {idle})")  # fmt: skip
+          f"{state['started']}; {answers}; it stays until `plumber server stop`)")  # fmt: skip
     return 0
 
 

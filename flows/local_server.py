@@ -1,24 +1,25 @@
-"""The local Prefect server: started once under var/, reused by every run, stopped cleanly.
+"""The local Prefect server: started once under var/, reused by every run, stopped when asked.
 
 Without `PREFECT_API_URL`, Prefect starts a temporary API server for every flow run: about
 10 s of a run with nothing to do, and under load it failed to answer within Prefect's 20 s
-start-up limit. Prefect recommends a long-lived server instead, and this is one, run for
-the user:
+start-up limit. Prefect recommends a long-lived server instead, and this is one:
 
-    var/prefect-server/server.json   supervisor pid, port, URL, start time, idle limit
+    var/prefect-server/server.json   its pid, port, URL and start time
     var/prefect-server/server.log    the server's own output
     var/prefect-server/prefect.db    its database (flow runs, logs, artifacts)
 
 `plumber run` and `plumber serve` call `ensure()`: a server that answers is reused; none
-is started in the background, and its start is waited for as long as its process lives
-(up to `flow.server.start_timeout_seconds`, a bound for a wedged start, not a timer a busy
-machine trips over). Started that way it stops by itself after `flow.server.idle_minutes`
-with no run holding the repository; `plumber server start` starts one that stays until
-`plumber server stop`.
+is started, and its start is waited for as long as its process lives (up to
+`flow.server.start_timeout_seconds`, a bound for a wedged start, not a timer a busy machine
+trips over). It stays until `plumber server stop`, as `prefect server start --background`
+does.
 
-The supervisor (`python -m flows.local_server`) runs `prefect server start` as its child,
-tied to it (PR_SET_PDEATHSIG: the supervisor is single-threaded, so the signal fires when
-it dies), so stopping or killing the supervisor never leaves the server behind.
+The server is Prefect's own `prefect server start`, launched here rather than with its
+`--background` flag because that flag hands the server two pipes that nobody reads once
+the command exits (its log is lost, and tests/server_logs.py reads that log for the
+scheduler's errors) and leaves it in the caller's process group, so a Ctrl-C of the run
+that started it stopped it too. Launched here it leads a session of its own and writes
+server.log.
 
 History stays bounded: after each run the flow runs beyond the newest `keep_runs` are
 deleted, and Prefect's own vacuum service removes their logs and artifacts and runs older
@@ -27,10 +28,8 @@ than `retention_days`.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,9 @@ from tasks.core.paths import Paths
 
 HOST = "127.0.0.1"
 STATE = "server.json"
+# The server outlives the command that starts it (its own session): its Popen object is
+# kept here so it is never collected, and warned about, while running.
+_started: list[subprocess.Popen[bytes]] = []
 
 
 class ServerError(StepError):
@@ -66,18 +68,7 @@ def read_state(paths: Paths) -> dict[str, Any] | None:
 
 
 def ensure(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
-    """The API URL of a running local server, started (idle-stopping) if there is none."""
-    return _start_or_reuse(paths, cfg, say, idle_minutes=cfg.idle_minutes)
-
-
-def start(paths: Paths, cfg: ServerParams, say: Callable[[str], None]) -> str:
-    """`plumber server start`: a server that stays until `plumber server stop`."""
-    return _start_or_reuse(paths, cfg, say, idle_minutes=0)
-
-
-def _start_or_reuse(
-    paths: Paths, cfg: ServerParams, say: Callable[[str], None], idle_minutes: float
-) -> str:
+    """The API URL of a running local server, started if there is none."""
     from tasks.core.locks import exclusive
 
     home = folder(paths)
@@ -89,16 +80,12 @@ def _start_or_reuse(
     ):  # fmt: skip
         state = read_state(paths)
         if state is None:
-            state = _launch(paths, cfg, idle_minutes)
+            state = _launch(paths, cfg)
             say(
                 f"starting the local Prefect server on {state['url']} (state in {home}; "
                 f"`plumber server stop` stops it)"
             )
-        elif idle_minutes == 0 and state.get("idle_minutes"):
-            state["idle_minutes"] = 0  # asked to stay: the supervisor rereads this file
-            write_json(home / STATE, state)
         wait_ready(state, cfg.start_timeout_seconds, say, home / "server.log")
-        touch(paths)  # the idle clock starts once it answers
     return api_url(state)
 
 
@@ -106,30 +93,19 @@ def api_url(state: dict[str, Any]) -> str:
     return f"{state['url']}/api"
 
 
-def touch(paths: Paths) -> None:
-    """Mark the server as in use now (the idle clock starts again)."""
-    marker = folder(paths) / "last_used"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-
-
-def _launch(paths: Paths, cfg: ServerParams, idle_minutes: float) -> dict[str, Any]:
+def _launch(paths: Paths, cfg: ServerParams) -> dict[str, Any]:
     home = folder(paths)
     port = cfg.port if port_free(cfg.port) else free_port()
-    log = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.local_server", str(paths.root), str(port)],
-        cwd=paths.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        env=server_env(home, cfg, port), start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    state = {
-        "pid": proc.pid,
-        "port": port,
-        "url": f"http://{HOST}:{port}",
-        "started": clock.stamp(),
-        "idle_minutes": idle_minutes,
-    }
+    command = [str(Path(sys.executable).parent / "prefect"), "server", "start",
+               "--host", HOST, "--port", str(port), "--analytics-off"]  # fmt: skip
+    with (home / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            command, cwd=paths.root, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, env=server_env(home, cfg, port), start_new_session=True,
+        )  # fmt: skip
+    _started.append(proc)
+    url = f"http://{HOST}:{port}"
+    state = {"pid": proc.pid, "port": port, "url": url, "started": clock.stamp()}
     write_json(home / STATE, state)
     return state
 
@@ -206,10 +182,10 @@ def healthy(url: str, timeout: float = 5.0) -> bool:
 
 
 def stop(paths: Paths, grace: float = 30.0) -> bool:
-    """Stop the local server (and its supervisor); False when none was running."""
+    """Stop the local server (and all it started); False when none was running."""
     state = read_state(paths)
     if state is not None:
-        processes.stop_group(int(state["pid"]), grace)  # the supervisor leads its own group
+        processes.stop_group(int(state["pid"]), grace)  # it leads its own group
     (folder(paths) / STATE).unlink(missing_ok=True)
     return state is not None
 
@@ -263,69 +239,3 @@ def last_line(log: Path) -> str:
     except OSError:
         return "no log"
     return lines[-1][-200:] if lines else "no output"
-
-
-# --- the supervisor (python -m flows.local_server ROOT PORT) ---------------------------------
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def supervise(root: Path, port: int) -> int:
-    paths = Paths.at(root)
-    home = folder(paths)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", HOST,
-         "--port", str(port), "--analytics-off"],
-        cwd=root, preexec_fn=_die_with_parent,
-    )  # fmt: skip
-    stopping = False
-
-    def on_term(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    code = None
-    answered = False
-    url = f"http://{HOST}:{port}"
-    while not stopping:
-        code = server.poll()
-        if code is not None:
-            break
-        answered = answered or healthy(url, timeout=2)
-        if answered and _idle(paths, home):  # never while it is still starting
-            print("plumber: idle, stopping the local Prefect server", flush=True)
-            break
-        time.sleep(1)
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    state = read_state(paths)
-    if state and state.get("pid") == os.getpid():
-        (home / STATE).unlink(missing_ok=True)
-    return int(code or 0)
-
-
-def _idle(paths: Paths, home: Path) -> bool:
-    try:
-        state = json.loads((home / STATE).read_text())
-        idle_minutes = float(state.get("idle_minutes") or 0)
-        last_used = (home / "last_used").stat().st_mtime
-    except (OSError, ValueError):
-        return False
-    if idle_minutes <= 0 or time.time() - last_used < idle_minutes * 60:
-        return False
-    from tasks.core.locks import is_free
-
-    return is_free(paths.lock("run"))  # a run in progress is not idleness
-
-
-if __name__ == "__main__":
-    raise SystemExit(supervise(Path(sys.argv[1]), int(sys.argv[2])))

@@ -188,7 +188,6 @@ def prefect_api(paths: Paths, params: Params) -> Iterator[None]:
         yield
     finally:
         del os.environ["PREFECT_API_URL"]
-        local_server.touch(paths)
         try:
             local_server.prune_history(url, params.flow.server.keep_runs)
         except Exception as exc:  # pruning is housekeeping: never fail a run for it
@@ -227,7 +226,7 @@ def serve_flow(paths: Paths) -> int:
 
     params = load_params(paths.params)
     serve = params.flow.serve
-    with prefect_api(paths, params), _keep_local_server(paths):
+    with prefect_api(paths, params):
         print(
             f"serving deployment plumber/{serve.name}: cron '{serve.cron}' ({serve.timezone}), "
             f"one run at a time (overlap: {serve.overlap}); runs at "
@@ -235,23 +234,3 @@ def serve_flow(paths: Paths) -> int:
         )
         deployment.serve(serve, paths.root)
     return 0
-
-
-@contextmanager
-def _keep_local_server(paths: Paths) -> Iterator[None]:
-    """While serving, keep the local server's idle clock from running out."""
-    import threading
-
-    from flows import local_server
-
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(60):
-            local_server.touch(paths)
-
-    threading.Thread(target=beat, name="keep-server", daemon=True).start()
-    try:
-        yield
-    finally:
-        done.set()

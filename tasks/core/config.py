@@ -262,9 +262,6 @@ class ServerParams(_Strict):
     """The local Prefect server that `plumber` starts when PREFECT_API_URL is unset."""
 
     port: int = Field(default=4200, ge=1, le=65535, description="another free port if taken")
-    idle_minutes: float = Field(
-        default=30, ge=0, description="a server started by a run stops after this idle time"
-    )
     start_timeout_seconds: float = Field(
         default=900, gt=0, description="a start still not answering after this is an error"
     )
