@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast test-drills check docs docs-build bench ui plots plots-template server serve stack clean
+.PHONY: install lock run test test-fast test-drills check docs docs-build bench ui plots plots-template server serve stack-up stack-status stack-down clean
 
 install: $(STAMP)
 
@@ -57,9 +57,9 @@ docs-build: $(STAMP)
 # tasks/ never imports flows/ or Prefect, so `dvc repro` runs the steps without either;
 # tasks/ core < data < ml < release < ops, each importing only those below it).
 check: $(STAMP)
-	$(BIN)/ruff check tasks flows tests bench plots plumber_entry.py
-	$(BIN)/ruff format --check tasks flows tests bench plots plumber_entry.py
-	$(BIN)/mypy tasks flows plumber_entry.py
+	$(BIN)/ruff check tasks flows devstack tests bench plots plumber_entry.py
+	$(BIN)/ruff format --check tasks flows devstack tests bench plots plumber_entry.py
+	$(BIN)/mypy tasks flows devstack plumber_entry.py
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
@@ -96,11 +96,18 @@ server: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/plumber serve
 
-# The production stack on loopback (MLflow and Prefect servers on the machine's PostgreSQL,
-# an S3-compatible object store, a work pool), state under var/stack; point commands at it
-# with PLUMBER_STACK=var/stack/stack.env. `plumber stack down` stops it.
-stack: $(STAMP)
-	$(BIN)/plumber stack up
+# The development stack on loopback (devstack/: MLflow and Prefect servers on the machine's
+# PostgreSQL, an S3-compatible object store in memory, a work pool, run by supervisord),
+# state under var/stack; point commands at it with PLUMBER_STACK=var/stack/stack.env.
+# `python -m devstack down --purge` also drops its databases.
+stack-up: $(STAMP)
+	$(BIN)/python -m devstack up
+
+stack-status: $(STAMP)
+	$(BIN)/python -m devstack status
+
+stack-down: $(STAMP)
+	$(BIN)/python -m devstack down
 
 clean:
 	-$(BIN)/plumber server stop

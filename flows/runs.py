@@ -19,12 +19,12 @@ from tasks.core.errors import PlumberError, StepError, Stopped, report
 from tasks.core.paths import Paths
 
 
-def use_project_environment(paths: Paths, stack: bool = True) -> None:
+def use_project_environment(paths: Paths) -> None:
     """Settings every command shares; explicit environment variables still win. With a
     stack profile (PLUMBER_STACK), its servers; the embedded defaults otherwise."""
     from tasks.core.stack import configure_dvc_remote, load_profile
 
-    if stack and load_profile() is not None:
+    if load_profile() is not None:
         configure_dvc_remote(paths.root)
     # DVC stages run `python -m tasks.<step>`: make that the interpreter running plumber.
     bin_dir = str(Path(sys.executable).parent)

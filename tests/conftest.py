@@ -25,7 +25,7 @@ os.environ["PREFECT_HOME"] = PREFECT_HOME
 PG_URL = os.environ.get("PLUMBER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-# A developer's stack (PLUMBER_STACK, from `plumber stack up`) never reaches the tests: each
+# A developer's stack (PLUMBER_STACK, from `make stack-up`) never reaches the tests: each
 # test that wants a stack starts its own.
 for _key in ("PLUMBER_STACK", "PLUMBER_LOCKS_URL", "PLUMBER_DVC_REMOTE"):
     os.environ.pop(_key, None)

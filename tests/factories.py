@@ -264,7 +264,7 @@ def leftovers(repo: Path) -> list[str]:
     """Processes still working in the copy, but for its local Prefect server (which is
     meant to outlive runs)."""
     return [f"{pid}: {cmd}" for pid, cwd, cmd in live_processes()
-            if Path(cwd) == repo and "local_server" not in cmd and "server start" not in cmd]  # fmt: skip
+            if Path(cwd) == repo and "server start" not in cmd]  # fmt: skip
 
 
 def processes_matching(text: str) -> list[str]:
@@ -326,6 +326,26 @@ def stop_local_server(root: Path) -> None:
     from tasks.core.paths import Paths
 
     local_server.stop(Paths.at(root))
+
+
+def stack(root: Path, *args: str, timeout: float = 900) -> Any:
+    """`make stack-up|stack-down|stack-status` as a user runs it, in the folder `root` (the
+    stack's state goes under root/var/stack); output captured, a failure shown."""
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    env = env_for(PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "devstack", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    print(done.stderr, done.stdout)
+    return done
+
+
+def stack_up(root: Path, name: str) -> Path:
+    """The loopback stack started for `root`; its profile."""
+    done = stack(root, "up", "--name", name)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "var" / "stack" / "stack.env"
 
 
 def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:

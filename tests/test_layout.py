@@ -18,7 +18,7 @@ from tests.factories import ROOT
 def modules() -> list[Path]:
     return sorted(
         p.relative_to(ROOT)
-        for package in ("tasks", "flows")
+        for package in ("tasks", "flows", "devstack")
         for p in (ROOT / package).rglob("*.py")
         if p.name != "__init__.py"
     )

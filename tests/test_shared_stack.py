@@ -2,7 +2,7 @@
 each other's data through the shared record, and a run killed on one is repaired by the
 next on the other (issue: shared servers, workers on any machine).
 
-The stack is the loopback one (`plumber stack up`); the demo upstream lives in a third
+The stack is the loopback one (`make stack-up`); the demo upstream lives in a third
 folder both clones reach through the source variables, as real sources would be reached.
 """
 
@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flows import stack
-from tasks.core.paths import Paths
 from tasks.core.stack import read_profile
-from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params
+from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params, stack, stack_up
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres]
 
@@ -34,16 +32,15 @@ pytestmark = [pytest.mark.drill, pytest.mark.postgres]
 def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dict[str, Any]]:
     """The stack, the upstream, and two clones of one origin standing for two machines."""
     base = tmp_path_factory.mktemp("shared")
-    ops = Paths.at(base / "ops")
-    name = f"plumbertest_{uuid.uuid4().hex[:6]}"
-    stack.up(ops, name, 600, print)
+    ops = base / "ops"
+    profile = stack_up(ops, f"plumbertest_{uuid.uuid4().hex[:6]}")
     origin = copy_repo(base / "origin")
     small_demo_params(origin, release=LENIENT_GATE)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam",
                     "team settings"], cwd=origin, check=True)  # fmt: skip
     upstream = origin / "var" / "upstream"
     env = {
-        "PLUMBER_STACK": str(stack.profile_file(ops)),
+        "PLUMBER_STACK": str(profile),
         "PLUMBER_FLIGHTS_URL": f"sqlite:///{upstream / 'flights.db'}",
         "PLUMBER_WEATHER_DROP": str(upstream / "drop" / "weather"),
         "PLUMBER_REFERENCE_DIR": str(upstream / "reference"),
@@ -54,7 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dic
         machines[machine] = base / machine
         subprocess.run(["git", "clone", "-q", str(origin), str(machines[machine])], check=True)
     yield {"origin": origin, "env": env, "ops": ops, **machines}
-    stack.down(ops, purge=True, say=print)
+    assert stack(ops, "down", "--purge").returncode == 0
 
 
 def run(cwd: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

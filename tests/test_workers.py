@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from flows import stack
-from tasks.core.paths import Paths
+from devstack.provision import LOOPBACK_KEYS
+from devstack.stack import read_state, url
 from tasks.core.stack import read_profile
 from tests.factories import (
     DECISIONS,
@@ -34,6 +34,8 @@ from tests.factories import (
     env_for,
     scheduled_runs_ended,
     small_demo_params,
+    stack,
+    stack_up,
     stop_scheduling,
 )
 from tests.test_shared_stack import data_versions, experiment_runs
@@ -45,21 +47,21 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("workers")
-    ops = Paths.at(base / "ops")
-    stack.up(ops, f"plumbertest_{uuid.uuid4().hex[:6]}", 600, print)
+    ops = base / "ops"
+    profile = stack_up(ops, f"plumbertest_{uuid.uuid4().hex[:6]}")
     origin = copy_repo(base / "origin")
     small_demo_params(origin, release=LENIENT_GATE)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam",
                     "team settings"], cwd=origin, check=True)  # fmt: skip
     upstream = origin / "var" / "upstream"
     env = env_for(
-        PLUMBER_STACK=str(stack.profile_file(ops)),
+        PLUMBER_STACK=str(profile),
         PLUMBER_GIT_URL=str(origin),
         PLUMBER_FLIGHTS_URL=f"sqlite:///{upstream / 'flights.db'}",
         PLUMBER_WEATHER_DROP=str(upstream / "drop" / "weather"),
         PLUMBER_REFERENCE_DIR=str(upstream / "reference"),
     )
-    env.update(read_profile(stack.profile_file(ops)))  # prefect's own CLI reads these
+    env.update(read_profile(profile))  # prefect's own CLI reads these
     demo = subprocess.run(["plumber", "demo", "init", "--now", "2013-01-04"], cwd=origin,
                           env=env_for(), capture_output=True, text=True)  # fmt: skip
     assert demo.returncode == 0, demo.stderr
@@ -67,7 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[dic
                               capture_output=True, text=True, timeout=600)  # fmt: skip
     assert deployed.returncode == 0 and "Traceback" not in deployed.stderr, deployed.stderr
     yield {"base": base, "origin": origin, "env": env, "ops": ops}
-    stack.down(ops, purge=True, say=print)
+    assert stack(ops, "down", "--purge").returncode == 0
 
 
 def own_hostnames() -> bool:
@@ -137,8 +139,8 @@ def written(world: dict[str, Any]) -> int:
     """Bytes the object store holds now, every object of every bucket (its S3 API)."""
     import boto3
 
-    store = stack.read_state(world["ops"])["services"]["object-store"]["url"]
-    keys = stack.LOOPBACK_KEYS
+    store = url(read_state(world["ops"]), "object-store")
+    keys = LOOPBACK_KEYS
     s3 = boto3.client("s3", endpoint_url=store, aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
                       region_name=keys["AWS_DEFAULT_REGION"])  # fmt: skip

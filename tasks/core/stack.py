@@ -2,7 +2,7 @@
 
 The embedded default needs nothing: MLflow on SQLite, a local Prefect server, the DVC remote
 in DVC's config, file locks, all under this checkout's var/. A team's stack is named by
-one profile file, pointed at with PLUMBER_STACK (`plumber stack up` writes one for the
+one profile file, pointed at with PLUMBER_STACK (`make stack-up` writes one for the
 loopback stack, var/stack/stack.env):
 
     MLFLOW_TRACKING_URI=http://mlflow.internal:5000
@@ -65,7 +65,7 @@ def read_profile(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(
             f"{STACK_ENV} names {path}, which cannot be read ({exc.strerror or exc}); start the "
-            "loopback stack with `plumber stack up`, or write a profile (docs/deployment.md, "
+            "loopback stack with `make stack-up`, or write a profile (docs/deployment.md, "
             "'Running on shared infrastructure')"
         ) from None
     values: dict[str, str] = {}

@@ -137,7 +137,7 @@ def artifact_store_down(exc: BaseException) -> str | None:
     server = mask_urls(os.environ.get("MLFLOW_TRACKING_URI", ""))
     return (f"the object store at {mask_urls(endpoint)} does not answer ({problem}): the "
             f"MLflow server at {server} keeps artifacts there and could not store this "
-            "run's; start it (`plumber stack up`) and run again")  # fmt: skip
+            "run's; start it (`make stack-up`) and run again")  # fmt: skip
 
 
 def not_found(exc: BaseException) -> bool:

@@ -120,7 +120,7 @@ def test_the_profile_remote_goes_to_dvc_local_config_never_to_git(
     assert (tmp_path / ".dvc" / "config").read_text() == shared
     ignored = subprocess.run(["git", "check-ignore", ".dvc/config.local"], cwd=tmp_path)
     assert ignored.returncode == 0
-    # `plumber stack down` gives the embedded default back: no remote nobody serves.
+    # `make stack-down` gives the embedded default back: no remote nobody serves.
     from flows import stack
     from tasks.core.paths import Paths
 

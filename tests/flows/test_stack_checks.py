@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import stack
+from devstack import provision as stack
 from flows.pipeline import check_root
 from tasks.core.errors import ConfigError
 from tasks.core.paths import Paths
 from tests.factories import ROOT
+from tests.factories import stack as run_stack
 
 
 def test_a_stack_name_s3_and_postgresql_cannot_take_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(stack.StackError, match=r"stack name 'Team-A': use lower-case letters"):
-        stack.up(Paths.at(tmp_path), "Team-A", 10, print)
+    done = run_stack(tmp_path, "up", "--name", "Team-A")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: stack name 'Team-A': use lower-case letters")
     assert not (tmp_path / "var" / "stack" / "state.json").exists()
 
 

@@ -1,10 +1,12 @@
-"""`plumber stack up|down|status` with real servers on loopback: MLflow on PostgreSQL with
-its artifacts in the object store, Prefect on PostgreSQL with a work pool, the DVC remote
-in the object store; everything stops with `down`, and `up` serves again (MLflow's runs
-back from PostgreSQL; the object store, in memory, empty)."""
+"""`make stack-up|stack-down|stack-status` (devstack/) with real servers on loopback, run
+by supervisord: MLflow on PostgreSQL with its artifacts in the object store, Prefect on
+PostgreSQL with a work pool, the DVC remote in the object store; everything stops with
+`down`, and `up` serves again (MLflow's runs back from PostgreSQL; the object store, in
+memory, empty)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from flows import stack
-from tasks.core.paths import Paths
+from devstack import provision
+from devstack import stack as devstack
 from tasks.core.processes import alive
 from tasks.core.stack import read_profile
+from tests.factories import stack, stack_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -53,33 +56,44 @@ print(mlflow.artifacts.load_text(f"runs:/{sys.argv[1]}/notes/hello.txt"))
 def test_stack_up_serves_every_part_down_stops_all_and_up_serves_again(
     pg_url: str, tmp_path: Path
 ) -> None:
-    paths = Paths.at(tmp_path / "project")
+    ops = tmp_path / "project"
     name = f"plumbertest_{uuid.uuid4().hex[:6]}"
-    said: list[str] = []
     repo = tmp_path / "repo"
     try:
-        state = stack.up(paths, name, 300, said.append)
-        profile = stack.profile_file(paths)
+        profile = stack_up(ops, name)
         assert oct(profile.stat().st_mode & 0o777) == "0o600"
         values = read_profile(profile)
         assert values["PLUMBER_DVC_REMOTE"] == f"s3://{name.replace('_', '-')}/dvc"
         assert values["PLUMBER_LOCKS_URL"].endswith(f"/{name}_coord")
-        status = stack.status(paths)
-        assert {s: r["answering"] for s, r in status["services"].items()} == {
+        shown = stack(ops, "status", "--json")
+        services = json.loads(shown.stdout)["services"]
+        assert shown.returncode == 0 and {s: r["answering"] for s, r in services.items()} == {
             "object-store": True, "mlflow": True, "prefect": True}  # fmt: skip
+        # No database URL on a command line, where `ps` shows it to every user.
+        assert not [s for s, r in services.items() if "postgresql" in cmdline(r["pid"])]
 
         run_id = _use_every_part(profile, repo)
-        _an_object_store_down_is_named(profile, repo, state)
-        pids = [r["pid"] for r in state["services"].values()]
-        assert stack.down(paths, purge=False, say=said.append)
-        assert not any(alive(pid) for pid in pids), "a service outlived `stack down`"
+        _an_object_store_down_is_named(profile, repo, ops)
+        assert stack(ops, "up", "--name", name).returncode == 0  # starts the store again
+        pids = [r["pid"] for r in services.values()]
+        down = stack(ops, "down")
+        assert down.returncode == 0 and "stopped" in down.stderr
+        assert not any(alive(pid) for pid in pids), "a service outlived `stack-down`"
+        assert stack(ops, "status").returncode == 1  # none answers
 
-        stack.up(paths, name, 300, said.append)  # the same state, read back
+        stack_up(ops, name)  # the same state, read back
         _up_again_serves(profile, repo, run_id)
     finally:
-        stack.down(paths, purge=True, say=said.append)
-    assert not stack.home(paths).exists()
+        stack(ops, "down", "--purge")
+    assert not (ops / "var" / "stack").exists()
     assert not _databases_named(pg_url, name), "`down --purge` left databases behind"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _use_every_part(profile: Path, repo: Path) -> str:
@@ -107,7 +121,7 @@ def _use_every_part(profile: Path, repo: Path) -> str:
         done = in_stack(profile, argv, repo)
         # the pinned Prefect/fastapi pair: no 422 on the filters Prefect's client sends
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert stack.POOL in in_stack(profile, [prefect, "work-pool", "ls"], repo).stdout
+    assert provision.POOL in in_stack(profile, [prefect, "work-pool", "ls"], repo).stdout
     return run_id
 
 
@@ -123,10 +137,10 @@ except Exception as exc:
 """
 
 
-def _an_object_store_down_is_named(profile: Path, repo: Path, state: dict[str, Any]) -> None:
+def _an_object_store_down_is_named(profile: Path, repo: Path, ops: Path) -> None:
     """An artifact sent through MLflow's proxy while the object store behind it is down:
     MLflow's error names its own server; Plumber's line names the store and its address."""
-    assert stack.stop_service(state["services"]["object-store"])
+    assert devstack.stop_service(ops, "object-store")
     done = in_stack(
         profile,
         [sys.executable, "-c", LOG_WITH_STORE_DOWN],

@@ -1,0 +1,1 @@
+"""The development stack on loopback (devstack/stack.py); not part of the product."""
