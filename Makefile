@@ -33,14 +33,18 @@ run: $(STAMP)
 	$(BIN)/plumber push
 	$(BIN)/plumber status
 
-# The default suite (12 to 22 minutes here); the fault drills, the schedule drills and the
-# load test (15 to 25 more) run in CI after it (.ci/run) and with `make test-drills`.
+# The default suite; the fault drills, the schedule drills and the load test run in CI after
+# it (.ci/run) and with `make test-drills`, one at a time. This suite and the inner loop run
+# a test file per core (pytest-xdist: the tests of one file share their fixtures, so a file
+# stays on one worker).
+# Timings: docs/benchmarks.md.
+XDIST := -n 2 --dist loadfile
 test: $(STAMP)
-	$(BIN)/pytest -m "not drill" --durations=20
+	$(BIN)/pytest $(XDIST) -m "not drill" --durations=20
 
-# The inner loop (under a minute): a test that starts processes for seconds is marked slow.
+# The inner loop: a test that starts processes for seconds is marked slow.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow and not drill" --durations=10
+	$(BIN)/pytest $(XDIST) -m "not slow and not drill" --durations=10
 
 test-drills: $(STAMP)
 	$(BIN)/pytest -m drill

@@ -400,12 +400,22 @@ class Params(_Strict):
         return [n for n in [*names, self.flow.notify_url_env] if n]
 
 
+_validated: dict[tuple[Path, bytes], Params] = {}
+
+
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
-    """Read and validate params.yaml; errors name the file and the key."""
+    """Read and validate params.yaml; errors name the file and the key. Validated once
+    per process for each content of the file: the steps' helpers ask for their section
+    where they need it, and get the same frozen object until the file changes."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} not found") from exc
+    key = (path.resolve(), text)
+    if key in _validated:
+        return _validated[key]
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     try:
@@ -415,6 +425,8 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     from tasks.core import secrets
 
     secrets.declare(*params.secret_env_names())  # their values are masked wherever seen
+    _validated.clear()  # one content per process is all a run needs
+    _validated[key] = params
     return params
 
 

@@ -121,14 +121,13 @@ def test_the_profile_remote_goes_to_dvc_local_config_never_to_git(
     ignored = subprocess.run(["git", "check-ignore", ".dvc/config.local"], cwd=tmp_path)
     assert ignored.returncode == 0
     # `make stack-down` gives the embedded default back: no remote nobody serves.
-    from flows import stack
-    from tasks.core.paths import Paths
+    from tests.factories import stack
 
-    said: list[str] = []
-    stack.down(Paths.at(tmp_path), purge=True, say=said.append)
+    down = stack(tmp_path, "down")
+    assert down.returncode == 0
     assert "stack" not in (tmp_path / ".dvc" / "config.local").read_text()
-    assert said == [f"the DVC remote of {tmp_path} is its embedded default again "
-                    "(.dvc/config.local)"]  # fmt: skip
+    assert down.stderr.splitlines() == [f"the DVC remote of {tmp_path} is its embedded default "
+                                        "again (.dvc/config.local)"]  # fmt: skip
     listed = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=tmp_path,
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert listed.stdout == ""

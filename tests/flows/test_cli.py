@@ -108,8 +108,7 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     for command in (["run"], ["serve"], ["status"], ["release"], ["releases"], ["rollback"],
                     ["predict"], ["demo", "init"], ["demo", "advance"], ["demo", "api"],
-                    ["server"], ["push"], ["lineage"], ["reproduce"], ["stack", "up"],
-                    ["stack", "down"], ["stack", "status"]):  # fmt: skip
+                    ["server"], ["push"], ["lineage"], ["reproduce"]):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "flows.cli", *command, "--help"],
             capture_output=True,
@@ -128,7 +127,7 @@ def test_every_command_has_help_with_an_example() -> None:
 @pytest.mark.slow  # a fresh process per help page
 def test_help_lists_every_command_with_a_whole_sentence() -> None:
     """On an 80-column terminal, as in a pipe: no description cut with '...'."""
-    for command in ([], ["server"], ["demo"], ["stack"]):
+    for command in ([], ["server"], ["demo"]):
         out = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"],
                              capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, "COLUMNS": "80"})  # fmt: skip
