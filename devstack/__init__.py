@@ -1,1 +1,1 @@
-"""The development stack on loopback (devstack/stack.py); not part of the product."""
+"""The development stack on loopback (devstack/control.py); not part of the product."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devstack import stack
+from devstack import control
 from flows.local_server import ServerError
 
 
@@ -29,7 +29,7 @@ def format_status(data: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack", description=stack.__doc__,
+        prog="python -m devstack", description=control.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,14 +47,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "up":
-            stack.up(root, args.name, args.timeout, say)
+            control.up(root, args.name, args.timeout, say)
         elif args.command == "down":
-            stack.down(root, args.purge, say)
+            control.down(root, args.purge, say)
             return 0
     except ServerError as exc:  # the stack's own errors among them
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    data = stack.status(root)
+    data = control.status(root)
     print(json.dumps(data, indent=2) if getattr(args, "as_json", False) else format_status(data))
     return 0 if all(s["answering"] for s in data["services"].values()) else 1
 

@@ -1,5 +1,5 @@
 """What the loopback stack needs besides running processes: its PostgreSQL databases, its
-bucket, its work pool and the profile that points commands at it (devstack/stack.py)."""
+bucket, its work pool and the profile that points commands at it (devstack/control.py)."""
 
 from __future__ import annotations
 

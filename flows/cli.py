@@ -303,7 +303,7 @@ def lineage(
 ) -> int:
     """Trace a model version to its origins. Its MLflow run, flow run, commit, params,
     stages and data."""
-    from tasks.ops import lineage as chain
+    from tasks.ops import chain
     from tasks.release import registry
 
     client = registry.connect(ctx.obj)

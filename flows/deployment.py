@@ -5,7 +5,7 @@ for a work pool (`prefect deploy`), and a test keeps the two in agreement. One r
 time: a run falling due while another runs waits (`overlap: wait`, Prefect's ENQUEUE) or
 is cancelled (`overlap: cancel`, CANCEL_NEW). The slot is a lease the run's process renews:
 one whose machine died gives it up after `slot_grace_seconds`, and the next run starts
-(it finds the dead one by its record, flows/run_record.py, and writes it down Crashed).
+(it finds the dead one by its record, flows/run_hooks.py, and writes it down Crashed).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ automation on the server sets a run Crashed once its heartbeats stop for
 `flow.heartbeat_grace_seconds` without a final state (Prefect's recipe, "How to detect
 and respond to zombie flows"). A run killed with its machine, or whose end never reached a
 server that was down, is then Crashed in the Prefect UI without waiting for the next run
-(which still writes down what it finds: flows/run_record.py).
+(which still writes down what it finds: flows/run_hooks.py).
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, Completed
 
 from flows import summary
+from flows.dvc_waits import holding_dvc, wait_for_dvc
 from flows.heartbeats import ensure_zombie_detection
-from flows.locks import holding_dvc, run_lock, wait_for_dvc
 from flows.notify import notify_failure
 from flows.overrides import Overrides, apply, changes_of
-from flows.run_record import holding_run, record_end, record_run
+from flows.run_hooks import holding_run, record_end, record_run
 from flows.stages import (
     RAN,
     SKIPPED,
@@ -42,8 +42,9 @@ from tasks.core import cluster, secrets
 from tasks.core.config import FlowParams, Params, load_params
 from tasks.core.dvc_internals import stage_order
 from tasks.core.errors import Busy, ConfigError, DiskFull, StepError
+from tasks.core.locks import run_lock
 from tasks.core.paths import Paths
-from tasks.core.stack import profile_path
+from tasks.core.profile import profile_path
 from tasks.core.tracking import artifact_store_down
 from tasks.ops import retrain
 

@@ -22,7 +22,7 @@ from tasks.core.paths import Paths
 def use_project_environment(paths: Paths) -> None:
     """Settings every command shares; explicit environment variables still win. With a
     stack profile (PLUMBER_STACK), its servers; the embedded defaults otherwise."""
-    from tasks.core.stack import configure_dvc_remote, load_profile
+    from tasks.core.profile import configure_dvc_remote, load_profile
 
     if load_profile() is not None:
         configure_dvc_remote(paths.root)
@@ -68,7 +68,7 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
 
     overrides = changes_of(parse_assignments(assignments))
     check(paths.params, overrides)  # a bad --set is exit 2 here, before the flow starts
-    from flows.locks import run_lock
+    from tasks.core.locks import run_lock
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -117,11 +117,11 @@ def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:
 def _record_server_gone(paths: Paths, error: str) -> str:
     """The run's end when the Prefect server stopped answering: its hooks could not run,
     so its record is written here (CRASHED, saying why, with the release's decision when
-    it made one); the next run sets that end in Prefect (flows/run_record.py). Returns
+    it made one); the next run sets that end in Prefect (flows/run_hooks.py). Returns
     the line to print."""
     import datetime as dt
 
-    from flows.run_record import record_end
+    from flows.run_hooks import record_end
     from tasks.core.io import read_json
     from tasks.ops import last_run
 

@@ -105,7 +105,7 @@ def reproduce_stage(
     DVC commands holding the repository are waited for, up to `lock_timeout` seconds.
     The stage's process sees the flow run's id, so its MLflow run can name it.
     """
-    from flows.locks import wait_for_dvc
+    from flows.dvc_waits import wait_for_dvc
     from tasks.core.tracking import FLOW_RUN_ENV
 
     wait_for_dvc(root, lock_timeout)

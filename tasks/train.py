@@ -90,7 +90,7 @@ def epoch_logger(client: Any, run_id: str) -> Callable[[int, dict[str, float]], 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     import mlflow
 
-    from tasks.core import journal, runs, tracking
+    from tasks.core import journal, mlflow_runs, tracking
     from tasks.ml.model import save_checkpoint
     from tasks.ml.training import FitSettings, Tensors
 
@@ -106,17 +106,17 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
 
     experiment = tracking.start(paths)
     client = mlflow.MlflowClient()
-    runs.end_orphaned_runs(client, paths)  # earlier trainings that were killed
+    mlflow_runs.end_orphaned_runs(client, paths)  # earlier trainings that were killed
     with (
         journal.intent(paths, "training") as entry,
         mlflow.start_run(
             experiment_id=experiment,
             tags={
-                **runs.process_tags(),
+                **mlflow_runs.process_tags(),
                 "mlflow.note.content": description(spans),
             },
         ) as active,  # fmt: skip
-        runs.ended_if_stopped(client, active.info.run_id),
+        mlflow_runs.ended_if_stopped(client, active.info.run_id),
     ):
         run_id = active.info.run_id
         entry.note(mlflow_run_id=run_id)

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from devstack import control as devstack
 from devstack import provision
-from devstack import stack as devstack
 from tasks.core.processes import alive
-from tasks.core.stack import read_profile
+from tasks.core.profile import read_profile
 from tests.factories import stack, stack_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.core.stack import read_profile
+from tasks.core.profile import read_profile
 from tests.factories import LENIENT_GATE, copy_repo, env_for, small_demo_params, stack, stack_up
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres]

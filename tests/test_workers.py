@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from devstack.control import read_state, url
 from devstack.provision import LOOPBACK_KEYS
-from devstack.stack import read_state, url
-from tasks.core.stack import read_profile
+from tasks.core.profile import read_profile
 from tests.factories import (
     DECISIONS,
     LENIENT_GATE,

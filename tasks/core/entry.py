@@ -71,7 +71,7 @@ def stage_lock(stage: str) -> Iterator[None]:
 
 def run_step(step: Callable[[], object], stage: str | None = None) -> int:
     """Run a step: expected failures are one line and an exit code, SIGTERM a clean stop."""
-    from tasks.core.stack import load_profile
+    from tasks.core.profile import load_profile
 
     configure_logging()
     signal.signal(signal.SIGTERM, raise_stopped)

@@ -4,7 +4,7 @@
     var/stage.lock    a stage's command (python -m tasks.<step>), whoever started it
     var/release.lock  a release or rollback
 
-With a stack (tasks/core/stack.py), the run and release locks also hold across machines
+With a stack (tasks/core/profile.py), the run and release locks also hold across machines
 (`one_at_a_time`: a PostgreSQL advisory lock beside the file lock).
 
 The kernel releases a lock when its holder dies, SIGKILL included, so a crashed holder
@@ -27,6 +27,7 @@ from typing import Any
 from tasks.core import clock
 from tasks.core.errors import Busy
 from tasks.core.io import write_json
+from tasks.core.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,20 @@ def one_at_a_time(
         with advisory(url, lock_file.stem, timeout=timeout, what=what, setting=setting,
                       say=say or log.warning):  # fmt: skip
             yield
+
+
+@contextmanager
+def run_lock(
+    paths: Paths, timeout: float, say: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold var/run.lock (and with a stack, the run lock across machines). Reentrant within
+    a process: `plumber run` takes it before starting Prefect (a busy repository fails
+    fast), and the flow takes it again, as a scheduled run must."""
+    with one_at_a_time(
+        paths.lock("run"), timeout=timeout, what="a plumber run",
+        setting="flow.lock_timeout_seconds", say=say,
+    ):  # fmt: skip
+        yield
 
 
 def is_free(lock_file: Path) -> bool:

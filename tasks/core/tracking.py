@@ -24,8 +24,8 @@ FLOW_RUN_TAG = "prefect.flow_run_id"  # the flow run a training run was part of
 
 def tracking_uri(paths: Paths) -> str:
     """MLFLOW_TRACKING_URI when set (a tracking server), else the local store under var/;
-    never the local store while a stack profile is in use (tasks/core/stack.py)."""
-    from tasks.core.stack import TRACKING, require_shared
+    never the local store while a stack profile is in use (tasks/core/profile.py)."""
+    from tasks.core.profile import TRACKING, require_shared
 
     require_shared(TRACKING, "MLflow runs and the model registry")
     return os.environ.get(TRACKING) or f"sqlite:///{paths.mlflow_db}"
@@ -117,7 +117,7 @@ def artifact_store_down(exc: BaseException) -> str | None:
     server's port. None for any other failure."""
     import socket
 
-    from tasks.core.stack import OBJECT_STORE
+    from tasks.core.profile import OBJECT_STORE
 
     seen: BaseException | None = exc
     text = ""

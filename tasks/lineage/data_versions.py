@@ -1,6 +1,6 @@
 """The data versions, in the shared record: what any machine's next run continues from.
 
-On a stack (tasks/core/stack.py) each flow run begins with `restore` and ends with
+On a stack (tasks/core/profile.py) each flow run begins with `restore` and ends with
 `publish`. `publish` pushes every output dvc.lock names to the DVC remote, then records the
 data version as a run of the MLflow experiment `<tracking.experiment>-data`: dvc.lock, the
 manifest (per source its watermark, rows and partitions) and the outputs DVC does not

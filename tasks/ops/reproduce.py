@@ -38,7 +38,7 @@ from tasks.core.config import Params
 from tasks.core.errors import StepError
 from tasks.core.paths import Paths
 from tasks.lineage import git, record, remote
-from tasks.ops.lineage import Ref, resolve
+from tasks.ops.chain import Ref, resolve
 
 log = logging.getLogger(__name__)
 

@@ -104,7 +104,7 @@ def unjudged_run(paths: Paths) -> str | None:
     judged = read_json(paths.judged, default={}) or {}
     if judged.get("run_id") == run_id:
         return None
-    from tasks.core.stack import profile_path
+    from tasks.core.profile import profile_path
 
     if profile_path() is not None and judged_in_registry(paths, run_id):
         return None

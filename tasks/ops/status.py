@@ -58,13 +58,13 @@ def status(paths: Paths, model_name: str | None = None) -> dict[str, Any]:
 
 
 def stack_in_use(paths: Paths) -> dict[str, str]:
-    """Which servers this command talks to (tasks/core/stack.py), passwords masked."""
+    """Which servers this command talks to (tasks/core/profile.py), passwords masked."""
     from dataclasses import asdict
 
     from dvc.exceptions import DvcException
 
     from tasks.core.errors import StepError
-    from tasks.core.stack import current
+    from tasks.core.profile import current
     from tasks.core.tracking import tracking_uri
     from tasks.lineage.remote import configured
 

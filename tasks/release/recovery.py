@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tasks.core import clock, journal, runs, tracking
+from tasks.core import clock, journal, mlflow_runs, tracking
 from tasks.core.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,12 @@ def recover(
     done = []
     for _, record in killed:
         run_id = record.get("mlflow_run_id")
-        if run_id and runs.end_if_running(client, run_id, runs.killed_reason(record)):
+        if run_id and mlflow_runs.end_if_running(client, run_id, mlflow_runs.killed_reason(record)):
             done.append(f"MLflow run {run_id} ({record['operation']}) marked KILLED")
-    done += runs.end_orphaned_runs(client, paths)
+    done += mlflow_runs.end_orphaned_runs(client, paths)
     if crashed_flow_run:
         reason = f"its flow run {crashed_flow_run} died; marked by the next run at {clock.stamp()}"
-        done += runs.end_runs_of_flow_run(client, paths, crashed_flow_run, reason)
+        done += mlflow_runs.end_runs_of_flow_run(client, paths, crashed_flow_run, reason)
     registry.ensure_model(client, model_name, paths)
     done += registry.reconcile(client, model_name)
     for path, _ in killed:

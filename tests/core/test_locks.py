@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from flows.cli import main
-from flows.locks import run_lock, wait_for_dvc
+from flows.dvc_waits import wait_for_dvc
 from tasks.core.errors import EXIT_BUSY, Busy
+from tasks.core.locks import run_lock
 from tasks.core.paths import Paths
 from tests.factories import ROOT, kill
 
@@ -19,7 +20,7 @@ from tests.factories import ROOT, kill
 def _hold_run_lock(root: Path) -> subprocess.Popen[str]:
     """Another process holding var/run.lock, as a running `plumber run` does."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from flows.locks import run_lock; "
+        [sys.executable, "-c", "import time; from tasks.core.locks import run_lock; "
          "from tasks.core.paths import Paths\n"
          f"with run_lock(Paths.at({str(root)!r}), 5):\n print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,

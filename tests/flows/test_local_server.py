@@ -93,7 +93,7 @@ def test_a_run_whose_end_never_reached_the_server_is_settled_by_the_next(paths: 
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.run_record import holding_run
+    from flows.run_hooks import holding_run
     from tasks.core.io import write_json
 
     url = local_server.ensure(paths, ServerParams(port=local_server.free_port()), lambda _: None)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tasks.core.errors import ConfigError
-from tasks.ops import lineage as chain
+from tasks.ops import chain
 from tasks.ops.reproduce import compare, inputs_of, pin_inputs
 
 LOCK = {"stages": {

@@ -150,6 +150,6 @@ def test_a_candidate_no_release_judged_awaits_its_release(tmp_path: Path) -> Non
                   "by hand)", "     recorded by Prefect flow run f2"]),
 ])  # fmt: skip
 def test_lineage_says_who_trained_and_who_recorded(trained, recorded, lines) -> None:
-    from tasks.ops.lineage import flow_run_lines
+    from tasks.ops.chain import flow_run_lines
 
     assert flow_run_lines({"trained_by": trained, "recorded_by": recorded}) == lines

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.core.errors import ConfigError
 from tasks.core.paths import Paths
-from tasks.core.stack import (
+from tasks.core.profile import (
     STACK_ENV,
     configure_dvc_remote,
     current,

@@ -1,6 +1,7 @@
 """Who holds the repository: one flow run at a time, and no two stages at once.
 
-- A flow run holds var/run.lock from start to end (tasks/core/locks.py), however it started.
+- A flow run holds var/run.lock from start to end (tasks/core/locks.py: `run_lock`),
+  however it started.
 - Every stage's command holds var/stage.lock while it runs (tasks/core/entry.py), whether
   the flow or a `dvc repro` typed by hand started it: stages never overlap.
 - Before each stage the flow waits for DVC: its repository lock (.dvc/tmp/lock, held by
@@ -18,30 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.core import dvc_internals
 from tasks.core.errors import Busy
-from tasks.core.locks import one_at_a_time
-from tasks.core.paths import Paths
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def run_lock(
-    paths: Paths, timeout: float, say: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """Hold var/run.lock (and with a stack, the run lock across machines). Reentrant within
-    a process: `plumber run` takes it before starting Prefect (a busy repository fails
-    fast), and the flow takes it again, as a scheduled run must."""
-    with one_at_a_time(
-        paths.lock("run"), timeout=timeout, what="a plumber run",
-        setting="flow.lock_timeout_seconds", say=say,
-    ):  # fmt: skip
-        yield
 
 
 def wait_for_dvc(root: Path, timeout: float) -> None:

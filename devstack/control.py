@@ -40,8 +40,8 @@ from flows.local_server import answers, free_port, port_free
 from flows.local_server import wait_answering as wait_answering_for
 from tasks.core.io import write_json
 from tasks.core.processes import alive
+from tasks.core.profile import release_dvc_remote
 from tasks.core.secrets import mask_urls
-from tasks.core.stack import release_dvc_remote
 
 HOST = "127.0.0.1"
 CONFIG = Path(__file__).with_name("supervisord.conf")
