@@ -130,7 +130,8 @@ def build_project(root: Path, rows: int, rows_per_day: int, chunk_rows: int) -> 
                              "schema": "airlines"},
             },
         },
-        "validate": {"max_reject_rate": 0.05, "batch_rows": chunk_rows * 4},
+        "validate": {"max_reject_rate": 0.05, "batch_rows": chunk_rows * 4,
+                     "extra_airport_codes": []},
     }  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return f"sqlite:///{db}"

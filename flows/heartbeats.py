@@ -1,5 +1,5 @@
 """Zombie flow runs, found by Prefect itself: every flow run sends a heartbeat event every
-30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set by flows/runs.py and prefect.yaml), and an
+30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set by flows/environment.py and prefect.yaml), and an
 automation on the server sets a run Crashed once its heartbeats stop for
 `flow.heartbeat_grace_seconds` without a final state (Prefect's recipe, "How to detect
 and respond to zombie flows"). A run killed with its machine, or whose end never reached a

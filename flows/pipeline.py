@@ -255,7 +255,7 @@ def pipeline(
     The run holds var/run.lock throughout, however it was started (CLI, schedule, UI)."""
     from prefect.runtime import flow_run
 
-    from flows.runs import use_project_environment
+    from flows.environment import use_project_environment
 
     secrets.install()  # however the run started: no password or token in its logs
     _info_lines_reach_the_run_log()

@@ -10,54 +10,12 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from tasks.core.config import Params, load_params
 from tasks.core.entry import raise_stopped
 from tasks.core.errors import PlumberError, StepError, Stopped, report
 from tasks.core.paths import Paths
-
-
-def use_project_environment(paths: Paths) -> None:
-    """Settings every command shares; explicit environment variables still win. With a
-    stack profile (PLUMBER_STACK), its servers; the embedded defaults otherwise."""
-    from tasks.core.profile import configure_dvc_remote, load_profile
-
-    if load_profile() is not None:
-        configure_dvc_remote(paths.root)
-    # DVC stages run `python -m tasks.<step>`: make that the interpreter running plumber.
-    bin_dir = str(Path(sys.executable).parent)
-    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ.setdefault("PREFECT_HOME", str(paths.prefect_home))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,flows")
-    # Tracebacks to var/prefect/plumber.log and the run's log, not the terminal.
-    logging_yml = Path(__file__).with_name("logging.yml")
-    os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(logging_yml))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # the log file's
-    # Lines logged before or after a flow run (a lock's wait) stay on the terminal only.
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    # How long a call waits for a Prefect server that stopped answering. Prefect reads its
-    # settings once, at import: set before it is (a worker's flow run inherits the worker's).
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(_server_retries(paths)))
-    # Every flow run sends a heartbeat: the server's zombie detection (flows/heartbeats.py).
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
-    # Loading a registered model draws a progress bar per file: noise in logs.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _server_retries(paths: Paths) -> int:
-    """flow.server_retries; Prefect's default where params.yaml cannot be read (the
-    command that reads it says why)."""
-    from tasks.core.config import FlowParams
-
-    try:
-        return load_params(paths.params).flow.server_retries
-    except Exception:  # reported by the command itself, not here
-        return FlowParams().server_retries
 
 
 def run_flow(paths: Paths, *, force: bool, assignments: list[str]) -> int:

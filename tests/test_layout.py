@@ -69,7 +69,8 @@ before = state()
 import tasks, flows
 for package in (tasks, flows):
     for found in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if not found.name.endswith("pyfunc_entry"):  # MLflow's models-from-code file
+        # MLflow's models-from-code file, and `python -m` entry points, run when imported
+        if not found.name.endswith(("pyfunc_entry", "__main__")):
             importlib.import_module(found.name)
 after = state()
 print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}))

@@ -1,0 +1,5 @@
+"""`python -m flows.cli`: the `plumber` command."""
+
+from flows.cli import main
+
+raise SystemExit(main())
