@@ -65,7 +65,7 @@ docs-build: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check tasks flows devstack tests bench plots docs/hooks plumber_entry.py
 	$(BIN)/ruff format --check tasks flows devstack tests bench plots docs/hooks plumber_entry.py
-	$(BIN)/mypy tasks flows devstack plumber_entry.py
+	$(BIN)/mypy tasks flows devstack bench plumber_entry.py
 	$(BIN)/lint-imports
 
 # Each benchmark's output goes to var/bench/<name>.txt; docs/benchmarks.md is written from

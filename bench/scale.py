@@ -122,7 +122,9 @@ def one_scale(scale: int, now: str, workers: int) -> dict:
         days = len(list((repo / "data/raw/flights").glob("*.parquet")))
         # Each setting twice, in turn, and the faster of each kept: a neighbour's burst
         # on this shared machine slows one run, seldom both.
-        one, many, existing = {}, {}, {}
+        one: dict[str, dict[str, float]] = {}
+        many: dict[str, dict[str, float]] = {}
+        existing: dict[str, dict[str, float]] = {}
         cluster = (running_cluster(workers, Path(tmp) / "dask", root=repo) if workers > 1
                    else nullcontext(None))  # fmt: skip
         with cluster as address:

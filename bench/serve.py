@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 BATCH = 10_000
 
 
-def timed(call, repeats: int, clock=time.perf_counter) -> list[float]:  # type: ignore[no-untyped-def]
+def timed(call, repeats: int, clock=time.perf_counter) -> list[float]:
     """Seconds per call by `clock` (time.thread_time: CPU seconds of this thread)."""
     call()  # warm-up: first-call allocations and lazy imports
     times = []
@@ -43,7 +43,7 @@ def timed(call, repeats: int, clock=time.perf_counter) -> list[float]:  # type: 
     return times
 
 
-def best_round(call, repeats: int, clock=time.perf_counter, rounds: int = 3) -> list[float]:  # type: ignore[no-untyped-def]
+def best_round(call, repeats: int, clock=time.perf_counter, rounds: int = 3) -> list[float]:
     """The round (of `rounds`) whose 99th percentile is lowest."""
     measured = (timed(call, repeats, clock) for _ in range(rounds))
     return min(measured, key=lambda t: np.percentile(t, 99))
@@ -51,12 +51,12 @@ def best_round(call, repeats: int, clock=time.perf_counter, rounds: int = 3) -> 
 
 def main() -> int:
     import mlflow
-    import pandas as pd
     import torch
 
     from tasks.core.io import read_json
     from tasks.core.paths import Paths
-    from tasks.ml.features import Encoders
+    from tasks.ml.encoders import Encoders
+    from tasks.ml.feature_store import read_window
     from tasks.ml.inference import plain_rows
     from tasks.ml.model import load_checkpoint
     from tasks.release.packaging import package
@@ -64,7 +64,7 @@ def main() -> int:
     paths = Paths.at(ROOT)
     if not paths.checkpoint.exists():
         raise SystemExit("no trained model in models/: run `make run` first")
-    test = pd.read_parquet(paths.split("test"))
+    test = read_window(paths.features, "test")
     threshold = read_json(paths.metrics)["threshold"]
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="plumber-bench-serve-") as tmp:

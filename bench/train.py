@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def bare_loop(train, config, settings) -> float:  # type: ignore[no-untyped-def]
+def bare_loop(train, config, settings) -> float:
     """Samples/s of forward, backward and step over shuffled slices, nothing else."""
     import torch
     from torch import nn
@@ -53,7 +53,7 @@ def bare_loop(train, config, settings) -> float:  # type: ignore[no-untyped-def]
     return settings.epochs * len(train) / (time.perf_counter() - started)
 
 
-def real_step(train, valid, config, settings, store: Path) -> float:  # type: ignore[no-untyped-def]
+def real_step(train, valid, config, settings, store: Path) -> float:
     """Samples/s of the train stage's own loop, with its MLflow epoch logging."""
     import mlflow
 
@@ -75,7 +75,7 @@ def step_ratio(features: Path, epochs: int, store: Path, repeats: int = 3) -> No
     from tasks.core.config import load_params
     from tasks.core.io import read_json
     from tasks.core.paths import Paths
-    from tasks.ml.features import Encoders
+    from tasks.ml.encoders import Encoders
     from tasks.ml.training import FitSettings
     from tasks.train import load_split, model_config, tensors
 

@@ -28,8 +28,9 @@ from tasks.core.config import EvaluateParams, Params, load_params
 from tasks.core.io import read_json, replace_dir, require, write_json, write_parquet
 from tasks.core.paths import Paths
 from tasks.ml.baselines import BASELINES
+from tasks.ml.encoders import Encoders
 from tasks.ml.feature_store import read_window
-from tasks.ml.features import LABEL, Encoders
+from tasks.ml.features import LABEL
 from tasks.ml.inference import probabilities
 from tasks.ml.metrics import (
     REPORTED,

@@ -46,7 +46,8 @@ from tasks.ml import columns as columns_module
 from tasks.ml import feature_store as store
 from tasks.ml import features as features_module
 from tasks.ml.columns import WEATHER
-from tasks.ml.features import Encoders, RowRules, build_rows, day_stats
+from tasks.ml.encoders import Encoders
+from tasks.ml.features import RowRules, build_rows, day_stats
 
 log = logging.getLogger(__name__)
 

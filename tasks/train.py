@@ -27,6 +27,7 @@ from tasks.core.io import read_json, remove_stale_temps, require, write_json
 from tasks.core.paths import Paths
 from tasks.core.progress import Progress
 from tasks.ml.encoded import encode_window, window_rows
+from tasks.ml.encoders import Encoders
 from tasks.ml.feature_store import (
     day_rows_file,
     days_folder,
@@ -34,7 +35,7 @@ from tasks.ml.feature_store import (
     read_window,
     read_windows,
 )
-from tasks.ml.features import LABEL, Encoders
+from tasks.ml.features import LABEL
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from tasks.ml.model import ModelConfig

@@ -17,7 +17,8 @@ import yaml
 from tasks.core.config import load_params
 from tasks.core.io import write_json
 from tasks.demo.upstream import flights_table, visible_at
-from tasks.ml.features import INPUT, LABEL, Encoders, conform
+from tasks.ml.encoders import Encoders
+from tasks.ml.features import INPUT, LABEL, conform
 from tasks.ml.model import ModelConfig
 from tasks.ml.training import FitSettings
 

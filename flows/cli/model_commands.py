@@ -58,9 +58,9 @@ def rollback(
     to: Annotated[str | None, typer.Option(help="the version to make champion")] = None,
 ) -> int:
     """Move `champion` back. To the previous champion, or to --to VERSION."""
-    from tasks.release import run as releasing
+    from tasks.release.rollback import rollback as move_back
 
-    entry = releasing.rollback(load_params(ctx.obj.params), ctx.obj, reason=reason, to=to)
+    entry = move_back(load_params(ctx.obj.params), ctx.obj, reason=reason, to=to)
     print(f"champion: version {entry['from']} -> {entry['to']} ({entry['reason']})")
     return 0
 

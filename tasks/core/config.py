@@ -6,152 +6,24 @@ error that names it. The same models type the Prefect flow's parameters.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.core.config_flow import FlowParams, ServeParams, ServerParams  # noqa: F401
+from tasks.core.config_sources import (  # noqa: F401  (the sources' types, from here too)
+    CollectParams,
+    FilesSource,
+    HttpSource,
+    Source,
+    SqlSource,
+    _known_timezone,
+    _Strict,
+)
 from tasks.core.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-def _known_timezone(tz: str) -> str:
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {tz!r}") from exc
-    return tz
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _SourceBase(_Strict):
-    enabled: bool = True
-    key: list[str] = Field(min_length=1, description="Columns that identify a row (natural key).")
-    watermark: str | None = Field(
-        default=None, description="Column that grows as rows are added or updated at the source."
-    )
-    partition_by: str | None = Field(
-        default=None, description="Timestamp column whose local day names the partition."
-    )
-    schema_name: str = Field(
-        alias="schema", description="The pandera schema in tasks/data/schemas.py."
-    )
-
-    @model_validator(mode="after")
-    def _partitioned_needs_watermark(self) -> _SourceBase:
-        if self.partition_by and not self.watermark:
-            raise ValueError("a source with partition_by needs a watermark column")
-        return self
-
-
-class SqlSource(_SourceBase):
-    kind: Literal["sql"]
-    url_env: str = Field(description="Environment variable holding the SQLAlchemy URL.")
-    default_url: str | None = Field(
-        default=None, description="URL used when url_env is unset; must hold no password."
-    )
-    table: str | None = None
-    query: str | None = None
-
-    @model_validator(mode="after")
-    def _table_or_query(self) -> SqlSource:
-        if (self.table is None) == (self.query is None):
-            raise ValueError("give exactly one of 'table' or 'query'")
-        if not self.watermark:
-            raise ValueError("a sql source needs a watermark column")
-        return self
-
-    @field_validator("default_url")
-    @classmethod
-    def _no_password_in_params(cls, url: str | None) -> str | None:
-        if url is not None:
-            from urllib.parse import urlsplit  # what SQLAlchemy URLs are made of, lighter
-
-            if urlsplit(url).password:
-                raise ValueError(
-                    "holds a password: put the URL in the environment variable url_env"
-                )
-        return url
-
-    def resolve_url(self, root: Path | None = None) -> str:
-        """The URL from url_env, else default_url; a relative SQLite path is taken
-        relative to ``root`` (the project root), wherever the command runs from."""
-        url = os.environ.get(self.url_env) or self.default_url
-        if not url:
-            raise ConfigError(
-                f"environment variable {self.url_env} is not set (and no default_url)"
-            )
-        sqlite_file = url.removeprefix("sqlite:///")
-        if root is not None and url.startswith("sqlite:///") and not sqlite_file.startswith("/"):
-            return f"sqlite:///{root / sqlite_file}"
-        return url
-
-
-class FilesSource(_SourceBase):
-    kind: Literal["files"]
-    path: Path
-    path_env: str | None = Field(
-        default=None,
-        description="Environment variable that, when set, names the folder instead of path "
-        "(a folder every worker reaches, when runs execute on other machines).",
-    )
-    glob: str
-    on_bad_file: Literal["fail", "skip"] = Field(
-        default="fail",
-        description="An unreadable file stops collection ('fail') or is left for the next run "
-        "and listed in the manifest ('skip').",
-    )
-
-    def folder(self) -> Path:
-        """The folder from path_env when set, else path (relative: to the project root)."""
-        value = os.environ.get(self.path_env) if self.path_env else None
-        return Path(value) if value else self.path
-
-
-class HttpSource(_SourceBase):
-    kind: Literal["http"]
-    url: str
-    token_env: str | None = Field(default=None, description="Variable with a bearer token.")
-    since_param: str = "since"
-    limit_param: str = "limit"
-    items_field: str = "items"
-    next_field: str = "next"
-    timeout_seconds: float = Field(default=10, gt=0)
-    max_retries: int = Field(default=5, ge=0)
-    backoff_seconds: float = Field(default=0.5, ge=0)
-    max_backoff_seconds: float = Field(default=30, gt=0)
-
-
-Source = Annotated[SqlSource | FilesSource | HttpSource, Field(discriminator="kind")]
-
-
-class CollectParams(_Strict):
-    timezone: str = Field(description="The local time zone that names a partition's day.")
-    chunk_rows: int = Field(default=50_000, gt=0)
-    sources: dict[str, Source]
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, tz: str) -> str:
-        return _known_timezone(tz)
-
-    @field_validator("sources")
-    @classmethod
-    def _safe_names(cls, sources: dict[str, Source]) -> dict[str, Source]:
-        for name in sources:
-            if not name.replace("_", "").isalnum():
-                raise ValueError(f"source name {name!r}: use letters, digits and '_' only")
-        return sources
-
-    def enabled_sources(self) -> dict[str, Source]:
-        return {name: src for name, src in self.sources.items() if src.enabled}
 
 
 class ValidateParams(_Strict):
@@ -227,86 +99,6 @@ class ReleaseParams(_Strict):
     latency_samples: int = Field(default=300, ge=10)
     latency_rounds: int = Field(default=3, ge=1, description="the best round's p99 is judged")
     lock_timeout_seconds: float = Field(default=600, ge=0)
-
-
-class ServeParams(_Strict):
-    """`plumber serve` and prefect.yaml: the deployment's name, cron and overlap rule."""
-
-    name: str = Field(default="plumber-daily", pattern=r"^[A-Za-z0-9][A-Za-z0-9_. -]*$")
-    cron: str = Field(default="0 6 * * *", description="five fields: min hour day month weekday")
-    timezone: str = Field(default="America/New_York", description="The cron's time zone.")
-    overlap: Literal["wait", "cancel"] = Field(
-        default="wait", description="a run due while one is running waits, or is cancelled"
-    )
-    slot_grace_seconds: int = Field(
-        default=120,
-        ge=60,  # Prefect's own floor
-        le=86400,
-        description="a run whose machine died holds the deployment's one slot this long",
-    )
-
-    @field_validator("cron")
-    @classmethod
-    def _five_fields(cls, cron: str) -> str:
-        if len(cron.split()) != 5:
-            raise ValueError(f"{cron!r} is not a cron line of five fields")
-        return cron
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, tz: str) -> str:
-        return _known_timezone(tz)
-
-
-class ServerParams(_Strict):
-    """The local Prefect server that `plumber` starts when PREFECT_API_URL is unset."""
-
-    port: int = Field(default=4200, ge=1, le=65535, description="another free port if taken")
-    start_timeout_seconds: float = Field(
-        default=900, gt=0, description="a start still not answering after this is an error"
-    )
-    keep_runs: int = Field(default=200, ge=1, description="flow runs kept in its history")
-    retention_days: float = Field(default=30, ge=1, description="older flow runs are deleted")
-
-
-class FlowParams(_Strict):
-    collect_retries: int = Field(default=2, ge=0)
-    collect_retry_delay_seconds: float = Field(
-        default=10, ge=0, description="doubles after each retry"
-    )
-    stage_timeout_seconds: dict[str, float] = Field(
-        default={"default": 1800, "train": 7200},
-        description="per stage (and 'release'); 'default' for the others",
-    )
-    notify_url_env: str | None = Field(
-        default="PLUMBER_NOTIFY_URL", description="variable holding the failure webhook URL"
-    )
-    notify_timeout_seconds: float = Field(default=5, gt=0)
-    lock_timeout_seconds: float = Field(
-        default=600, ge=0, description="wait this long for another run or dvc command"
-    )
-    server_retries: int = Field(
-        default=4, ge=0, le=8,
-        description="a call to the Prefect server is retried this often, waiting 2, 4, 8, "
-        "16... s between tries; then the run ends naming the server",
-    )  # fmt: skip
-    heartbeat_grace_seconds: float = Field(
-        default=600, ge=90, le=86400,
-        description="a flow run without a heartbeat (one every 30 s) this long is Crashed",
-    )  # fmt: skip
-    serve: ServeParams = Field(default_factory=ServeParams)
-    server: ServerParams = Field(default_factory=ServerParams)
-
-    @field_validator("stage_timeout_seconds")
-    @classmethod
-    def _positive(cls, limits: dict[str, float]) -> dict[str, float]:
-        for stage, seconds in limits.items():
-            if seconds <= 0:
-                raise ValueError(f"{stage}: a time limit must be above 0 seconds")
-        return limits
-
-    def timeout_for(self, stage: str) -> float | None:
-        return self.stage_timeout_seconds.get(stage, self.stage_timeout_seconds.get("default"))
 
 
 class RetrainWhen(_Strict):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.ml import feature_store as store
-from tasks.ml.features import CATEGORICAL, LABEL, NUMERIC, Encoders
+from tasks.ml.encoders import Encoders
+from tasks.ml.features import CATEGORICAL, LABEL, NUMERIC
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.ml.features import INPUT, Encoders, conform
+from tasks.ml.encoders import Encoders
+from tasks.ml.features import INPUT, conform
 
 
 def probabilities(model: Any, encoders: Encoders, rows: pd.DataFrame) -> np.ndarray:

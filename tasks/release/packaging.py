@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from tasks.core.io import read_json, write_json
-from tasks.ml.features import INPUT, Encoders
+from tasks.ml.encoders import Encoders
+from tasks.ml.features import INPUT
 from tasks.ml.inference import plain_rows, score_rows
 
 # The code the model carries: the whole `tasks` package, so the pyfunc needs nothing else.

@@ -303,7 +303,7 @@ def test_a_stage_runs_through_dvc_and_its_failures_are_named(faulty_stages: Path
 
 
 def test_a_busy_stage_or_a_full_disk_is_not_retried() -> None:
-    from flows.pipeline import _worth_retrying
+    from flows.steps import _worth_retrying
     from tasks.core.errors import Busy, DiskFull, StepError
 
     class Failed:

@@ -8,12 +8,12 @@ import pytest
 
 from tasks.core.config import load_params
 from tasks.featurize import row_rules
+from tasks.ml.encoders import Encoders
 from tasks.ml.features import (
     CATEGORICAL,
     INPUT,
     LABEL,
     NUMERIC,
-    Encoders,
     build_rows,
     conform,
     history_features,
@@ -148,7 +148,7 @@ def test_encoders_are_fitted_on_train_only_and_round_trip() -> None:
 def test_a_few_rows_are_encoded_bit_for_bit_as_in_a_batch() -> None:
     """The served path (a few rows, no pandas per column) against the batch path, on rows
     with missing values, unseen categories and the types JSON brings (objects, None)."""
-    from tasks.ml.features import FEW_ROWS
+    from tasks.ml.encoders import FEW_ROWS
 
     rows = joined_rows(["2013-03-01", "2013-03-02"], per_day=40, seed=3)
     enc = Encoders.fit(rows.iloc[:50], min_count=3)

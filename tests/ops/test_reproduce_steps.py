@@ -14,7 +14,8 @@ import torch
 
 from tasks.core.errors import ConfigError
 from tasks.ops import chain
-from tasks.ops.reproduce import compare, inputs_of, pin_inputs
+from tasks.ops.compare import compare
+from tasks.ops.reproduce import inputs_of, pin_inputs
 
 LOCK = {"stages": {
     "validate": {"outs": [{"path": "data/validated", "hash": "md5", "md5": "new.dir",

@@ -30,6 +30,7 @@ from tasks.ml.columns import HISTORY
 from tasks.ml.feature_store import read_window
 from tasks.release import evidence, registry
 from tasks.release import run as release
+from tasks.release.rollback import rollback
 from tests.factories import ROOT, feature_project, wait_for_http
 
 # Every test trains and evaluates a candidate and talks to a real MLflow store:
@@ -182,7 +183,7 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) 
     new = outcome.version
     assert str(registry.champion(client, NAME).version) == new
 
-    entry = release.rollback(params, paths, reason="warnings too noisy")
+    entry = rollback(params, paths, reason="warnings too noisy")
     assert (entry["action"], entry["from"], entry["to"]) == ("rollback", new, "1")
     assert str(registry.champion(client, NAME).version) == "1"
     actions = [(e["action"], e["to"]) for e in registry.history(client, NAME)]
@@ -191,7 +192,7 @@ def test_champion_rescored_on_identical_rows_then_force_and_rollback(candidate) 
     assert shown.returncode == 0 and "warnings too noisy" in shown.stdout
 
     with pytest.raises(StepError, match="already the champion"):
-        release.rollback(params, paths, reason="again", to="1")
+        rollback(params, paths, reason="again", to="1")
     # An unknown reference is the caller's mistake: exit 2, one line (1 is "differs").
     for command in (["rollback", "--reason", "typo", "--to", "999"], ["lineage", "999"],
                     ["reproduce", "999"], ["serve-model", "--version", "999"]):  # fmt: skip
