@@ -25,7 +25,8 @@ def project_root(argv: list[str]) -> Path:
 
 def main() -> int:
     root = project_root(sys.argv[1:])
-    if (root / "flows" / "cli.py").is_file() and (root / "tasks" / "__init__.py").is_file():
+    checkout = (root / "flows" / "cli" / "__init__.py", root / "tasks" / "__init__.py")
+    if all(path.is_file() for path in checkout):
         sys.path.insert(0, str(root))
     from flows.cli import main as cli_main
 

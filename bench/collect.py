@@ -120,19 +120,17 @@ def build_project(root: Path, rows: int, rows_per_day: int, chunk_rows: int) -> 
         "table": "flights", "key": key, "watermark": "updated_at", "partition_by": "time_hour",
         "schema": "flights",
     }  # fmt: skip
-    params = {
-        "collect": {
-            "timezone": "America/New_York", "chunk_rows": chunk_rows,
-            "sources": {
-                "flights": flights,
-                "airports": {**ref, "glob": "airports.csv", "key": ["faa"], "schema": "airports"},
-                "airlines": {**ref, "glob": "airlines.csv", "key": ["carrier"],
-                             "schema": "airlines"},
-            },
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())  # every default, then ours
+    params["collect"].update(
+        chunk_rows=chunk_rows,
+        sources={
+            "flights": flights,
+            "airports": {**ref, "glob": "airports.csv", "key": ["faa"], "schema": "airports"},
+            "airlines": {**ref, "glob": "airlines.csv", "key": ["carrier"], "schema": "airlines"},
         },
-        "validate": {"max_reject_rate": 0.05, "batch_rows": chunk_rows * 4,
-                     "extra_airport_codes": []},
-    }  # fmt: skip
+    )
+    params["validate"].update(max_reject_rate=0.05, batch_rows=chunk_rows * 4,
+                              extra_airport_codes=[])  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return f"sqlite:///{db}"
 

@@ -46,7 +46,7 @@ for step in steps:
     elif step == "validate":
         from tasks import validate; validate.run(params, paths)
     elif step == "featurize":
-        from tasks import featurize; featurize.run(params.featurize, paths)
+        from tasks import featurize; featurize.run(params.featurize, paths, params.compute)
     elif step == "train":
         from tasks import train; train.run(params, paths)
     elif step == "evaluate":

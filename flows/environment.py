@@ -34,19 +34,19 @@ def use_project_environment(paths: Paths) -> None:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     # How long a call waits for a Prefect server that stopped answering. Prefect reads its
     # settings once, at import: set before it is (a worker's flow run inherits the worker's).
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(_server_retries(paths)))
+    retries = _server_retries(paths)
+    if retries is not None:
+        os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(retries))
     # Every flow run sends a heartbeat: the server's zombie detection (flows/heartbeats.py).
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     # Loading a registered model draws a progress bar per file: noise in logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def _server_retries(paths: Paths) -> int:
-    """flow.server_retries; Prefect's default where params.yaml cannot be read (the
-    command that reads it says why)."""
-    from tasks.core.config import FlowParams
-
+def _server_retries(paths: Paths) -> int | None:
+    """flow.server_retries; None (Prefect's default) where params.yaml cannot be read
+    (the command that reads it says why)."""
     try:
         return load_params(paths.params).flow.server_retries
     except Exception:  # reported by the command itself, not here
-        return FlowParams().server_retries
+        return None

@@ -81,9 +81,7 @@ def day_inputs(base: str, flights: Path, weather: Path | None) -> str:
                        weather=sha256_file(weather) if weather else None)  # fmt: skip
 
 
-def run(
-    params: FeaturizeParams, paths: Paths, compute_cfg: ComputeParams | None = None
-) -> dict[str, int]:
+def run(params: FeaturizeParams, paths: Paths, compute_cfg: ComputeParams) -> dict[str, int]:
     """Build the days whose inputs changed (wherever `compute_cfg` says; in this process
     by default), then the windows and the encoders from every day's statistics."""
     flights = day_files(paths.validated / "flights")
@@ -104,7 +102,7 @@ def run(
     store.days_folder(staged).mkdir(parents=True)
     todo = [day for day in flights if not reuse(paths.features, staged, day, inputs[day])]
     if todo:
-        with compute.mapper(compute_cfg or ComputeParams()) as run_jobs:
+        with compute.mapper(compute_cfg) as run_jobs:
             build(
                 todo, flights, weather, planes, rules, inputs, staged, params.batch_rows, run_jobs
             )

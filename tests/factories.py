@@ -138,13 +138,12 @@ class MiniProject:
         }  # fmt: skip
 
     def write_params(self, sources: dict[str, Any] | None = None, **sections: Any) -> None:
-        params = {
-            "collect": {"timezone": "America/New_York", "chunk_rows": 1000,
-                        "sources": sources or self.sources()},
-            "validate": {"max_reject_rate": 0.5, "extra_airport_codes": []},
-            **sections,
-        }  # fmt: skip
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        """The repository's params.yaml with this project's sources and `sections` merged in."""
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["collect"].update(chunk_rows=1000, sources=sources or self.sources())
+        params["validate"].update(max_reject_rate=0.5, extra_airport_codes=[])
+        (self.root / "params.yaml").write_text(yaml.safe_dump(merged(params, sections),
+                                                              sort_keys=False))  # fmt: skip
 
     def add_flights(self, frame: pd.DataFrame) -> None:
         with self.engine.begin() as conn:
@@ -348,6 +347,26 @@ def stack_up(root: Path, name: str) -> Path:
     done = stack(root, "up", "--name", name)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "var" / "stack" / "stack.env"
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` merged in, nested sections key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = merged(base[key], value) if both else value
+    return out
+
+
+def section(path: str, **changes: Any) -> Any:
+    """The params section at `path` ("flow.server") as params.yaml, the one place of every
+    default, sets it, with `changes`; validated as a user's would be (a bad change raises
+    the same ValidationError)."""
+    params = load_params(ROOT / "params.yaml")
+    found: Any = params
+    for key in path.split("."):
+        found = getattr(found, "validate_" if key == "validate" else key)
+    return type(found).model_validate({**found.model_dump(by_alias=True), **changes})
 
 
 def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core.cluster import running_cluster
-from tasks.core.config import ComputeParams
 from tasks.core.errors import StepError
-from tests.factories import MiniProject, processes_matching, wait_until
+from tests.factories import MiniProject, processes_matching, section, wait_until
 from tests.test_incremental import (
     FIRST,
     OUTPUTS,
@@ -152,7 +151,7 @@ def test_an_unreachable_scheduler_is_one_line_naming_it(
     from tasks.core import compute
 
     monkeypatch.setenv("PLUMBER_DASK_ADDRESS", "tcp://127.0.0.1:9")
-    cfg = ComputeParams(connect_timeout_seconds=2)
+    cfg = section("compute", connect_timeout_seconds=2)
     expected = (r"compute: no Dask scheduler answers at tcp://127.0.0.1:9 "
                 r"\(from PLUMBER_DASK_ADDRESS\) within 2 s")  # fmt: skip
     with pytest.raises(StepError, match=expected), compute.mapper(cfg):
@@ -199,7 +198,7 @@ def test_the_run_s_cluster_serves_every_stage_and_goes_with_it(
     logs: list[str] = []
     in_process = steps_as_dvc_runs_them()
     folder = tmp_path / "dask"
-    with for_the_stages(ComputeParams(workers=2), folder, root=ROOT) as address:
+    with for_the_stages(section("compute", workers=2), folder, root=ROOT) as address:
         assert address and os.environ["PLUMBER_DASK_ADDRESS"] == address
         logs.clear()
         assert steps_as_dvc_runs_them() == in_process

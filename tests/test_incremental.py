@@ -27,7 +27,7 @@ def data_steps(project: MiniProject, now: dt.datetime = NOW, features: bool = Tr
     collect.run(params.collect, paths)
     validate.run(params, paths, now=now)
     if features:
-        featurize.run(params.featurize, paths)
+        featurize.run(params.featurize, paths, params.compute)
 
 
 def outputs(project: MiniProject) -> dict[str, bytes]:
@@ -43,7 +43,7 @@ def rebuilt_cold(project: MiniProject, now: dt.datetime = NOW, features: bool = 
     params = load_params(paths.params)
     validate.run(params, paths, now=now)
     if features:
-        featurize.run(params.featurize, paths)
+        featurize.run(params.featurize, paths, params.compute)
     return outputs(project)
 
 

@@ -59,7 +59,7 @@ def test_the_plumber_command_runs_the_code_of_the_checkout_it_is_in(tmp_path: Pa
     other = tmp_path / "second"
     shutil.copytree(ROOT / "flows", other / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     code_copy(other)
-    with (other / "flows" / "cli.py").open("a") as cli:
+    with (other / "flows" / "cli" / "__init__.py").open("a") as cli:
         cli.write('\nprint("the second checkout\'s code", file=sys.stderr)\n')
     plumber = str(Path(sys.executable).parent / "plumber")
     here = subprocess.run([plumber, "--help"], cwd=other, capture_output=True, text=True)

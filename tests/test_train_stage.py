@@ -128,7 +128,7 @@ def test_featurize_with_too_few_days_names_the_params(tmp_path: Path) -> None:
         StepError,
         match=r"featurize: 3 days of data; featurize.test_days \+ valid_days need at least 36",
     ):
-        featurize.run(params.featurize, paths)
+        featurize.run(params.featurize, paths, params.compute)
     assert not paths.features.exists()
 
 

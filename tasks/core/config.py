@@ -1,7 +1,9 @@
 """The typed shape of params.yaml.
 
-Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an
-error that names it. The same models type the Prefect flow's parameters.
+Every value's default lives in params.yaml itself, the one place (DVC reads each stage's
+params there too); these models give each key its type and bounds. Every section is a
+pydantic model with ``extra="forbid"``, so a misspelt key is an error that names it, and a
+missing one too. The same models type the Prefect flow's parameters.
 """
 
 from __future__ import annotations
@@ -27,112 +29,110 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 class ValidateParams(_Strict):
-    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    max_reject_rate: float = Field(ge=0, le=1)
     extra_airport_codes: list[str] = Field(
         description="Valid airports missing from the reference file."
     )
-    max_clock_skew_hours: float = Field(default=24, ge=0)
-    batch_rows: int = Field(default=200_000, gt=0, description="Rows checked at once (memory).")
+    max_clock_skew_hours: float = Field(ge=0)
+    batch_rows: int = Field(gt=0, description="Rows checked at once (memory).")
 
 
 class FeaturizeParams(_Strict):
     delay_minutes: float = Field(
-        default=15, gt=0, description="The label: departed this late or later, or cancelled."
+        gt=0, description="The label: departed this late or later, or cancelled."
     )
     history_gap_minutes: float = Field(
-        default=30, ge=0, description="Other flights count only if known this long before."
+        ge=0, description="Other flights count only if known this long before."
     )
     recent_minutes: float = Field(
-        default=120, gt=0, description="The window of the recent delay rate at the origin."
+        gt=0, description="The window of the recent delay rate at the origin."
     )
     plane_legs_back: int = Field(
-        default=3, ge=1, description="Earlier legs searched for the plane's last departure."
+        ge=1, description="Earlier legs searched for the plane's last departure."
     )
-    test_days: int = Field(default=21, ge=1)
-    valid_days: int = Field(default=14, ge=1)
-    train_max_days: int | None = Field(default=None, ge=1)
-    min_category_count: int = Field(default=20, ge=1, description="Rarer values are 'unknown'.")
-    batch_rows: int = Field(default=200_000, gt=0, description="Flights built at once (memory).")
+    test_days: int = Field(ge=1)
+    valid_days: int = Field(ge=1)
+    train_max_days: int | None = Field(ge=1)
+    min_category_count: int = Field(ge=1, description="Rarer values are 'unknown'.")
+    batch_rows: int = Field(gt=0, description="Flights built at once (memory).")
 
 
 class TrainParams(_Strict):
-    seed: int = 42
-    threads: int = Field(default=2, ge=1, description="torch threads; fixed for determinism")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=1024, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    patience: int = Field(default=4, ge=1, description="epochs without a better valid PR-AUC")
-    hidden: list[int] = Field(default=[128, 64], min_length=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    max_embedding_dim: int = Field(default=8, ge=1)
-    members: int = Field(default=8, ge=1, description="networks in the ensemble")
+    seed: int
+    threads: int = Field(ge=1, description="torch threads; fixed for determinism")
+    device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    patience: int = Field(ge=1, description="epochs without a better valid PR-AUC")
+    hidden: list[int] = Field(min_length=1)
+    dropout: float = Field(ge=0, lt=1)
+    max_embedding_dim: int = Field(ge=1)
+    members: int = Field(ge=1, description="networks in the ensemble")
 
 
 class EvaluateParams(_Strict):
-    min_precision: float = Field(default=0.6, gt=0, lt=1, description="the service requirement")
-    top_carriers: int = Field(default=5, ge=1, description="carriers with their own slice")
-    calibration_bins: int = Field(default=10, ge=2)
+    min_precision: float = Field(gt=0, lt=1, description="the service requirement")
+    top_carriers: int = Field(ge=1, description="carriers with their own slice")
+    calibration_bins: int = Field(ge=2)
 
 
 class ReleaseParams(_Strict):
-    model_name: str = Field(default="flight-delay", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # Absolute floors on the test window.
-    min_recall_at_precision: float = Field(default=0.5, ge=0, le=1)
-    min_pr_auc: float = Field(default=0.5, ge=0, le=1)
+    min_recall_at_precision: float = Field(ge=0, le=1)
+    min_pr_auc: float = Field(ge=0, le=1)
     # Lift over the baselines on the service metric.
-    min_lift_over_majority: float = Field(default=0.3, ge=-1, le=1)
-    min_lift_over_logistic_regression: float = Field(default=0.0, ge=-1, le=1)
+    min_lift_over_majority: float = Field(ge=-1, le=1)
+    min_lift_over_logistic_regression: float = Field(ge=-1, le=1)
     # Against the champion, re-scored on the candidate's test rows.
-    max_regression: float = Field(default=0.02, ge=0, le=1)
-    min_improvement: float = Field(default=0.005, ge=0, le=1)
+    max_regression: float = Field(ge=0, le=1)
+    min_improvement: float = Field(ge=0, le=1)
     # Each origin airport's service metric at least this fraction of the overall.
-    min_slice_fraction: float = Field(default=0.8, ge=0, le=1)
-    max_p99_latency_ms: float = Field(default=50.0, gt=0)
-    max_model_mb: float = Field(default=25.0, gt=0)
+    min_slice_fraction: float = Field(ge=0, le=1)
+    max_p99_latency_ms: float = Field(gt=0)
+    max_model_mb: float = Field(gt=0)
     # A candidate whose record is incomplete or whose data the DVC remote lacks is rejected.
-    require_reproducible: bool = True
-    smoke_rows: int = Field(default=2000, ge=1, description="test rows the smoke test predicts")
-    smoke_tolerance: float = Field(default=1e-6, gt=0, description="vs evaluate's predictions")
-    smoke_timeout_seconds: float = Field(default=600, gt=0)
-    latency_samples: int = Field(default=300, ge=10)
-    latency_rounds: int = Field(default=3, ge=1, description="the best round's p99 is judged")
-    lock_timeout_seconds: float = Field(default=600, ge=0)
+    require_reproducible: bool
+    smoke_rows: int = Field(ge=1, description="test rows the smoke test predicts")
+    smoke_tolerance: float = Field(gt=0, description="vs evaluate's predictions")
+    smoke_timeout_seconds: float = Field(gt=0)
+    latency_samples: int = Field(ge=10)
+    latency_rounds: int = Field(ge=1, description="the best round's p99 is judged")
+    lock_timeout_seconds: float = Field(ge=0)
 
 
 class RetrainWhen(_Strict):
     """A run retrains when either holds (or with --force); otherwise it stops after
     validation with "no retrain needed"."""
 
-    source: str = Field(
-        default="flights", description="the collect source whose new rows count (by day)"
-    )
+    source: str = Field(description="the collect source whose new rows count (by day)")
     new_rows: int = Field(
-        default=500, ge=1, description="validated rows of `source` newer than the last training's"
+        ge=1, description="validated rows of `source` newer than the last training's"
     )
-    days_since_training: float = Field(default=7, gt=0)
+    days_since_training: float = Field(gt=0)
 
 
 class TrackingParams(_Strict):
     """Where runs go, and how long MLflow may take to answer before a step fails naming
     the tracking server."""
 
-    experiment: str = Field(default="plumber", min_length=1, description="of every run")
-    connect_timeout_seconds: float = Field(default=10, gt=0)
-    connect_attempts: int = Field(default=3, ge=1, description="of the start-up check")
-    request_timeout_seconds: float = Field(default=60, gt=0, description="each MLflow call")
-    request_retries: int = Field(default=2, ge=0, description="of each MLflow call")
+    experiment: str = Field(min_length=1, description="of every run")
+    connect_timeout_seconds: float = Field(gt=0)
+    connect_attempts: int = Field(ge=1, description="of the start-up check")
+    request_timeout_seconds: float = Field(gt=0, description="each MLflow call")
+    request_retries: int = Field(ge=0, description="of each MLflow call")
 
 
 class LineageParams(_Strict):
     """Each candidate's record (tasks/lineage/record.py) and where its data goes."""
 
-    remote: str = Field(default="", description="DVC remote name; empty: core.remote")
-    push_attempts: int = Field(default=3, ge=1, description="of dvc push, on failure")
-    push_retry_delay_seconds: float = Field(default=5, ge=0, description="doubling")
-    push_timeout_seconds: float = Field(default=1800, gt=0, description="one dvc push")
-    data_branch: str = Field(default="plumber/data", description="empty: no data commits")
+    remote: str = Field(description="DVC remote name; empty: core.remote")
+    push_attempts: int = Field(ge=1, description="of dvc push, on failure")
+    push_retry_delay_seconds: float = Field(ge=0, description="doubling")
+    push_timeout_seconds: float = Field(gt=0, description="one dvc push")
+    data_branch: str = Field(description="empty: no data commits")
 
     @field_validator("data_branch")
     @classmethod
@@ -143,19 +143,15 @@ class LineageParams(_Strict):
 
 
 class ScheduleParams(_Strict):
-    retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
+    retrain_when: RetrainWhen
 
 
 class ComputeParams(_Strict):
-    workers: int = Field(
-        default=1, ge=1, description="1: in the step's process; more: a local Dask cluster"
-    )
-    address_env: str = Field(
-        default="PLUMBER_DASK_ADDRESS", description="The variable naming a Dask scheduler."
-    )
-    connect_timeout_seconds: float = Field(default=30, gt=0)
+    workers: int = Field(ge=1, description="1: in the step's process; more: a local Dask cluster")
+    address_env: str = Field(description="The variable naming a Dask scheduler.")
+    connect_timeout_seconds: float = Field(gt=0)
     in_flight: int = Field(
-        default=2, ge=1, description="Batches queued per worker (bounds the step's memory)."
+        ge=1, description="Batches queued per worker (bounds the step's memory)."
     )
 
 
@@ -164,15 +160,15 @@ class Params(_Strict):
 
     collect: CollectParams
     validate_: ValidateParams = Field(alias="validate")
-    featurize: FeaturizeParams = Field(default_factory=FeaturizeParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
-    release: ReleaseParams = Field(default_factory=ReleaseParams)
-    flow: FlowParams = Field(default_factory=FlowParams)
-    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
-    tracking: TrackingParams = Field(default_factory=TrackingParams)
-    lineage: LineageParams = Field(default_factory=LineageParams)
-    compute: ComputeParams = Field(default_factory=ComputeParams)
+    featurize: FeaturizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    release: ReleaseParams
+    flow: FlowParams
+    schedule: ScheduleParams
+    tracking: TrackingParams
+    lineage: LineageParams
+    compute: ComputeParams
 
     @model_validator(mode="after")
     def _retrain_source_is_collected(self) -> Params:

@@ -13,14 +13,13 @@ from tasks.core.config_sources import _known_timezone, _Strict
 class ServeParams(_Strict):
     """`plumber serve` and prefect.yaml: the deployment's name, cron and overlap rule."""
 
-    name: str = Field(default="plumber-daily", pattern=r"^[A-Za-z0-9][A-Za-z0-9_. -]*$")
-    cron: str = Field(default="0 6 * * *", description="five fields: min hour day month weekday")
-    timezone: str = Field(default="America/New_York", description="The cron's time zone.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_. -]*$")
+    cron: str = Field(description="five fields: min hour day month weekday")
+    timezone: str = Field(description="The cron's time zone.")
     overlap: Literal["wait", "cancel"] = Field(
-        default="wait", description="a run due while one is running waits, or is cancelled"
+        description="a run due while one is running waits, or is cancelled"
     )
     slot_grace_seconds: int = Field(
-        default=120,
         ge=60,  # Prefect's own floor
         le=86400,
         description="a run whose machine died holds the deployment's one slot this long",
@@ -42,41 +41,38 @@ class ServeParams(_Strict):
 class ServerParams(_Strict):
     """The local Prefect server that `plumber` starts when PREFECT_API_URL is unset."""
 
-    port: int = Field(default=4200, ge=1, le=65535, description="another free port if taken")
+    port: int = Field(ge=1, le=65535, description="another free port if taken")
     start_timeout_seconds: float = Field(
-        default=900, gt=0, description="a start still not answering after this is an error"
+        gt=0, description="a start still not answering after this is an error"
     )
-    keep_runs: int = Field(default=200, ge=1, description="flow runs kept in its history")
-    retention_days: float = Field(default=30, ge=1, description="older flow runs are deleted")
+    keep_runs: int = Field(ge=1, description="flow runs kept in its history")
+    retention_days: float = Field(ge=1, description="older flow runs are deleted")
 
 
 class FlowParams(_Strict):
-    collect_retries: int = Field(default=2, ge=0)
-    collect_retry_delay_seconds: float = Field(
-        default=10, ge=0, description="doubles after each retry"
-    )
+    collect_retries: int = Field(ge=0)
+    collect_retry_delay_seconds: float = Field(ge=0, description="doubles after each retry")
     stage_timeout_seconds: dict[str, float] = Field(
-        default={"default": 1800, "train": 7200},
-        description="per stage (and 'release'); 'default' for the others",
+        description="per stage (and 'release'); 'default' for the others"
     )
-    notify_url_env: str | None = Field(
-        default="PLUMBER_NOTIFY_URL", description="variable holding the failure webhook URL"
-    )
-    notify_timeout_seconds: float = Field(default=5, gt=0)
+    notify_url_env: str | None = Field(description="variable holding the failure webhook URL")
+    notify_timeout_seconds: float = Field(gt=0)
     lock_timeout_seconds: float = Field(
-        default=600, ge=0, description="wait this long for another run or dvc command"
+        ge=0, description="wait this long for another run or dvc command"
     )
     server_retries: int = Field(
-        default=4, ge=0, le=8,
+        ge=0,
+        le=8,
         description="a call to the Prefect server is retried this often, waiting 2, 4, 8, "
         "16... s between tries; then the run ends naming the server",
-    )  # fmt: skip
+    )
     heartbeat_grace_seconds: float = Field(
-        default=600, ge=90, le=86400,
+        ge=90,
+        le=86400,
         description="a flow run without a heartbeat (one every 30 s) this long is Crashed",
-    )  # fmt: skip
-    serve: ServeParams = Field(default_factory=ServeParams)
-    server: ServerParams = Field(default_factory=ServerParams)
+    )
+    serve: ServeParams
+    server: ServerParams
 
     @field_validator("stage_timeout_seconds")
     @classmethod

@@ -128,7 +128,7 @@ Source = Annotated[SqlSource | FilesSource | HttpSource, Field(discriminator="ki
 
 class CollectParams(_Strict):
     timezone: str = Field(description="The local time zone that names a partition's day.")
-    chunk_rows: int = Field(default=50_000, gt=0)
+    chunk_rows: int = Field(gt=0)
     sources: dict[str, Source]
 
     @field_validator("timezone")

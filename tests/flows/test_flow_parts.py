@@ -17,11 +17,11 @@ from flows.overrides import Overrides, apply, changes_of, parse_assignments
 from flows.pipeline import check_timeouts
 from flows.process import last_error, run_captured
 from flows.stages import _relay
-from tasks.core.config import FlowParams, ServeParams, load_params
+from tasks.core.config import load_params
 from tasks.core.errors import ConfigError
 from tasks.core.io import write_json
 from tasks.core.paths import Paths
-from tests.factories import ROOT, wait_until
+from tests.factories import ROOT, section, wait_until
 
 
 def test_overrides_are_typed_by_the_params_models() -> None:
@@ -65,13 +65,13 @@ def test_an_override_is_written_into_params_keeping_comments(tmp_path: Path) -> 
 
 
 def test_stage_time_limits_name_only_real_stages() -> None:
-    flow = FlowParams(stage_timeout_seconds={"default": 60, "train": 600})
+    flow = section("flow", stage_timeout_seconds={"default": 60, "train": 600})
     assert (flow.timeout_for("train"), flow.timeout_for("collect")) == (600, 60)
     check_timeouts(flow, ["collect", "train"])
     with pytest.raises(ConfigError, match="flow.stage_timeout_seconds: no stage named trian"):
-        check_timeouts(FlowParams(stage_timeout_seconds={"trian": 5}), ["collect", "train"])
+        check_timeouts(section("flow", stage_timeout_seconds={"trian": 5}), ["collect", "train"])
     with pytest.raises(ValueError, match="train: a time limit must be above 0"):
-        FlowParams(stage_timeout_seconds={"train": 0})
+        section("flow", stage_timeout_seconds={"train": 0})
 
 
 def test_prefect_yaml_declares_the_deployment_plumber_serve_serves() -> None:
@@ -96,7 +96,7 @@ def test_every_deployment_in_prefect_yaml_names_a_flow() -> None:
 
 @pytest.mark.parametrize(("overlap", "strategy"), [("wait", "ENQUEUE"), ("cancel", "CANCEL_NEW")])
 def test_the_served_deployment_allows_one_run_at_a_time(overlap: str, strategy: str) -> None:
-    serve = ServeParams(cron="30 5 * * 1-5", timezone="Europe/Paris", overlap=overlap)
+    serve = section("flow.serve", cron="30 5 * * 1-5", timezone="Europe/Paris", overlap=overlap)
     built = deployment.build(serve, ROOT)
     assert built.concurrency_limit == 1
     assert built.concurrency_options.collision_strategy.value == strategy
@@ -104,7 +104,7 @@ def test_the_served_deployment_allows_one_run_at_a_time(overlap: str, strategy: 
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 5 * * 1-5", "Europe/Paris")
     assert built.parameters == {"root": str(ROOT)}
     with pytest.raises(ConfigError, match="flow.serve.cron"):
-        deployment.build(ServeParams(cron="61 * * * *"), ROOT)
+        deployment.build(section("flow.serve", cron="61 * * * *"), ROOT)
 
 
 def test_the_summary_reads_as_a_report(tmp_path: Path) -> None:

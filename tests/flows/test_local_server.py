@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from flows import local_server
-from tasks.core.config import ServerParams
 from tasks.core.paths import Paths
-from tests.factories import wait_until
+from tests.factories import section, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +42,7 @@ def paths(tmp_path: Path) -> Iterator[Paths]:
 
 def test_started_once_reused_pruned_and_stopped(paths: Paths) -> None:
     said: list[str] = []
-    cfg = ServerParams(port=local_server.free_port())
+    cfg = section("flow.server", port=local_server.free_port())
     url = local_server.ensure(paths, cfg, said.append)
     assert url == f"http://127.0.0.1:{cfg.port}/api" and said[0].startswith("starting the local")
     first = local_server.read_state(paths)
@@ -96,7 +95,9 @@ def test_a_run_whose_end_never_reached_the_server_is_settled_by_the_next(paths: 
     from flows.run_hooks import holding_run
     from tasks.core.io import write_json
 
-    url = local_server.ensure(paths, ServerParams(port=local_server.free_port()), lambda _: None)
+    url = local_server.ensure(
+        paths, section("flow.server", port=local_server.free_port()), lambda _: None
+    )
     call = local_server.call
     with httpx.Client(base_url=url, timeout=30) as client:
         flow_id = call(client, "POST", "/flows/", json={"name": "plumber"}).json()["id"]

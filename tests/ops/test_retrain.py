@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.core.config import RetrainWhen
 from tasks.core.paths import Paths
 from tasks.ops.retrain import LastTraining, decide, describe, last_training, rows_after, verdict
+from tests.factories import section
 
 NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
-RULE = RetrainWhen(new_rows=500, days_since_training=7)
+RULE = section("schedule.retrain_when", new_rows=500, days_since_training=7)
 LAST = LastTraining(newest_day="2013-06-30", finished=NOW - dt.timedelta(days=2))
 
 
@@ -69,10 +69,12 @@ def test_new_rows_are_counted_on_days_after_the_last_training(tmp_path: Path) ->
         "2013-06-30", dt.datetime(2026, 11, 24, 11, tzinfo=dt.UTC)
     )
     assert verdict(RULE, paths, None, NOW).retrain  # 550 >= 500
-    assert not verdict(RetrainWhen(new_rows=551), paths, None, NOW).retrain
+    assert not verdict(section("schedule.retrain_when", new_rows=551), paths, None, NOW).retrain
     # The policy counts the source it names: another source with no new rows, no retrain.
     (paths.validated / "departures").mkdir()
-    assert not verdict(RetrainWhen(source="departures", new_rows=1), paths, None, NOW).retrain
+    assert not verdict(
+        section("schedule.retrain_when", source="departures", new_rows=1), paths, None, NOW
+    ).retrain
 
     _train_json(paths, "2013-07-01", None)  # an older train.json: the file's time counts
     last = last_training(paths)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.config import ReleaseParams
 from tasks.release.gate import NO_CHANGE, REJECTED, RELEASED, Evidence, decide
+from tests.factories import section
 
-POLICY = ReleaseParams(
+POLICY = section(
+    "release",
     min_recall_at_precision=0.5, min_pr_auc=0.5, min_lift_over_majority=0.3,
     min_lift_over_logistic_regression=0.0, max_regression=0.02, min_improvement=0.005,
     min_slice_fraction=0.8, max_p99_latency_ms=50, max_model_mb=25,
