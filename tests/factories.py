@@ -200,9 +200,7 @@ def feature_project(root: Path, rows_per_day: int = 300, **sections: dict[str, A
     repository's params with a small, fast training; `sections` override params."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].update(epochs=3, hidden=[16], batch_size=128, members=2)
-    for section, values in sections.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(yaml.safe_dump(merged(params, sections)))
     write_features(root / "data/features", FEATURE_DAYS, rows_per_day)
     return root
 
@@ -374,9 +372,7 @@ def small_demo_params(root: Path, **sections: dict[str, Any]) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["featurize"].update(test_days=1, valid_days=1, min_category_count=1)
     params["train"].update(epochs=2, hidden=[16], members=2)
-    for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(merged(params, sections), sort_keys=False))
 
 
 def fit_settings(**changes: Any) -> FitSettings:

@@ -105,7 +105,7 @@ def test_a_scheduler_with_two_workers_gives_the_bytes_of_one_process(
 def test_a_local_cluster_gives_the_bytes_of_one_process(project: MiniProject) -> None:
     in_process = a_month(project)
     text = (project.root / "params.yaml").read_text()
-    (project.root / "params.yaml").write_text(text + "compute:\n  workers: 2\n")
+    (project.root / "params.yaml").write_text(text.replace("\n  workers: 1\n", "\n  workers: 2\n"))
     assert rebuilt_cold(project) == in_process
 
 
@@ -166,7 +166,7 @@ def test_a_stage_killed_leaves_no_worker_of_its_cluster_behind(project: MiniProj
 
     a_month(project)
     text = (project.root / "params.yaml").read_text()
-    (project.root / "params.yaml").write_text(text + "compute:\n  workers: 2\n")
+    (project.root / "params.yaml").write_text(text.replace("\n  workers: 1\n", "\n  workers: 2\n"))
     for folder in ("data/validated", "data/quarantine"):
         (project.root / folder).rename(project.root / f"{folder}.old")  # all to check again
     stage = subprocess.Popen([sys.executable, "-m", "tasks.validate"], cwd=project.root,
