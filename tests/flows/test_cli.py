@@ -41,18 +41,26 @@ def defaults_in_code(model: BaseModel, written: dict, where: str = "") -> list[s
     return wrong
 
 
-def test_params_yaml_is_the_one_place_of_every_default() -> None:
+def test_params_yaml_is_the_one_place_of_every_default(tmp_path: Path) -> None:
     written = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert defaults_in_code(load_params(ROOT / "params.yaml"), written) == []
     del written["train"]["lr"]
-    path = ROOT / "var" / "params-without-lr.yaml"
-    path.parent.mkdir(exist_ok=True)
+    path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(written))
-    try:
-        with pytest.raises(ConfigError, match=r"train\.lr: Field required"):
-            load_params(path)  # a missing key is named, never filled in from code
-    finally:
-        path.unlink()
+    with pytest.raises(ConfigError, match=r"train\.lr: Field required"):
+        load_params(path)  # a missing key is named, never filled in from code
+
+
+def test_params_are_validated_once_per_content_and_again_after_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    first = load_params(path)
+    assert load_params(path) is first  # unchanged: the same validated object
+    path.write_text(path.read_text().replace("  lr: 0.001", "  lr: 0.002"))
+    assert load_params(path).train.lr == 0.002  # changed (same size, same second): read again
+    path.write_text(path.read_text().replace("  lr: 0.002", "  lr: -1"))
+    with pytest.raises(ConfigError, match=r"train\.lr: Input should be greater than 0"):
+        load_params(path)  # a bad edit is never hidden by what was read before
 
 
 def test_the_shipped_params_are_valid() -> None:
